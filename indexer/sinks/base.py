@@ -230,7 +230,7 @@ def _to_numpy_batch(block) -> Batch:
     return BlockAccessor.for_block(block).to_batch_format("numpy")
 
 
-def make_datasink(targets: list[tuple[str, StoreFactory, str, bool]], run_tag: str):
+def make_datasink(targets: list[tuple[str, StoreFactory, str, bool]], run_tag: str, reporter=None):
     """Build a Ray ``Datasink`` that writes every block to each target.
 
     ``targets`` holds ``(label, store_factory, collection, single_writer)``. Each write task returns
@@ -267,8 +267,10 @@ def make_datasink(targets: list[tuple[str, StoreFactory, str, bool]], run_tag: s
             try:
                 for block in blocks:
                     batch = _to_numpy_batch(block)
-                    if not len(next(iter(batch.values()), [])):
+                    n = len(next(iter(batch.values()), []))
+                    if not n:
                         continue
+                    start, t0 = time.time(), time.perf_counter()
                     for label, factory, collection, single in self.targets:
                         if single:
                             writer = ray.get_actor(f"indexer-writer-{label}-{run_tag}")
@@ -279,6 +281,11 @@ def make_datasink(targets: list[tuple[str, StoreFactory, str, bool]], run_tag: s
                             res = store.upsert(collection, batch)
                             res.seconds = time.perf_counter() - t0
                         out[label] = out[label].merge(res)
+                    if reporter is not None and reporter.actor is not None:
+                        from ..stats import _node_id
+
+                        reporter.actor.record.remote("write", n, time.perf_counter() - t0, start, time.time(),
+                                                     _node_id(), None)
             finally:
                 for store in opened.values():
                     store.close()

@@ -1,0 +1,428 @@
+"""The indexing job: the only module that wires sources, validation, encoders and sinks together.
+
+    plan (footers, duplicate ids) -> read -> validate -> tokenize -> encode (actor pool) -> write
+    -> verify counts -> publish alias -> run manifest
+
+Everything here runs on the driver except the Ray Data stages, which run as tasks and actors
+sized from the cluster's resources (never hard-coded).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import schema
+from .config import JobConfig, Quantization, SparseKind, dump_config
+from .encoders.models import embedding_dim, load_tokenizer, resolve_model, tokenizer_info
+from .manifest import Layout, new_run_id, version_name, version_number
+from .quantize import calibrate
+from .sinks.base import VectorSpec, make_datasink
+from .sinks.factory import is_single_writer, text_store_factory, vector_store_factory
+from .sources.parquet import Plan, ReadFragments, fragment_items, plan, read_fragment
+from .stats import StageReporter, start_stats_actor
+from .storage import Storage
+from .validate import Validate, rejects_table
+
+log = logging.getLogger(__name__)
+
+
+class RunFailed(RuntimeError):
+    """The run finished but a gate failed (counts, verification); the alias did not move."""
+
+    def __init__(self, message: str, manifest: dict[str, Any]):
+        super().__init__(message)
+        self.manifest = manifest
+
+
+# ------------------------------------------------------------------------------------------
+# Ray and resources
+# ------------------------------------------------------------------------------------------
+
+def init_ray(cfg: JobConfig) -> None:
+    """Connect to the cluster (``ray.address`` or ``RAY_ADDRESS``), or start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
+    kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": False}
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
+    if address:
+        ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+    else:
+        if cfg.ray.object_store_mb:
+            kwargs["object_store_memory"] = cfg.ray.object_store_mb * 1024 * 1024
+        ray.init(include_dashboard=False, runtime_env={"env_vars": env}, **kwargs)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = True
+    ctx.print_on_execution_start = False
+
+
+@dataclass
+class EncodePlacement:
+    """How many encoder actors, with what resources; derived from the cluster."""
+
+    workers: int
+    max_workers: int
+    num_gpus: float
+    num_cpus: float
+    torch_threads: int | None
+    device: str
+
+
+def plan_placement(cfg: JobConfig, cluster: dict[str, float], nodes: list[dict[str, float]]) -> EncodePlacement:
+    """Size the encoder pool from cluster resources.
+
+    GPU clusters: one actor per GPU (or per ``gpus_per_worker`` share), 1 CPU each. CPU clusters:
+    one actor per node, leaving at least one CPU per node for read/tokenize tasks, with torch
+    threads matching the node's cores on small nodes (an actor with 1 CPU would otherwise get 1
+    thread).
+    """
+    e = cfg.encode
+    gpus = float(cluster.get("GPU", 0.0))
+    use_gpu = gpus > 0 and e.device != "cpu"
+    if use_gpu:
+        share = e.gpus_per_worker or 1.0
+        workers = e.workers or max(1, int(gpus / share))
+        return EncodePlacement(workers, e.max_workers or workers, share, e.cpus_per_worker or 1.0,
+                               e.torch_threads, "cuda")
+    node_cpus = [n.get("CPU", 0.0) for n in nodes if n.get("CPU", 0.0) > 0] or [float(cluster.get("CPU", 1.0))]
+    smallest = min(node_cpus)
+    cpus = e.cpus_per_worker or max(1.0, smallest - max(1.0, smallest // 8))
+    workers = e.workers or len(node_cpus)
+    threads = e.torch_threads or (int(smallest) if smallest <= 4 else int(cpus))
+    return EncodePlacement(workers, e.max_workers or workers, 0.0, cpus, threads, "cpu")
+
+
+def _cluster() -> tuple[dict[str, float], list[dict[str, float]]]:
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return ray.cluster_resources(), nodes
+
+
+# ------------------------------------------------------------------------------------------
+# Calibration (driver-side samples; weights only on actors)
+# ------------------------------------------------------------------------------------------
+
+def _sample_rows(p: Plan, cfg: JobConfig, n: int) -> dict[str, np.ndarray]:
+    """First valid rows of the corpus, read on the driver (Parquet only, no model)."""
+    from .validate import row_reason
+
+    parts, have = [], 0
+    for frag in p.fragments:
+        b = read_fragment(frag, cfg.corpus)
+        ok = np.array([not (r or row_reason(i, t, bool(d))) for r, i, t, d in
+                       zip(b[schema.REJECT_REASON], b[schema.ID], b[schema.TEXT], b[schema.DUPLICATE])], dtype=bool)
+        b = {k: v[ok] for k, v in b.items()}
+        parts.append(b)
+        have += int(ok.sum())
+        if have >= n:
+            break
+    if not parts:
+        return {}
+    out = {k: np.concatenate([x[k] for x in parts])[:n] for k in parts[0]}
+    return out
+
+
+def bm25_params(cfg: JobConfig, sample: dict[str, np.ndarray]) -> dict[str, Any]:
+    from .encoders.sparse import average_length
+    from .encoders.tokenize import document_texts
+
+    info = tokenizer_info(cfg.dense.model, cfg.dense.max_seq_length)
+    avg = cfg.sparse.avg_len
+    if avg is None:
+        texts = document_texts(sample, cfg.dense.document_prefix) if sample else [""]
+        tok = load_tokenizer(cfg.dense.model)
+        avg = max(1.0, average_length(tok(texts, add_special_tokens=False)["input_ids"]))
+    return {"k1": cfg.sparse.k1, "b": cfg.sparse.b, "avg_len": float(avg), "special_ids": list(info.special_ids)}
+
+
+def _encode_params(cfg: JobConfig, placement: EncodePlacement, dim: int, quantization: str,
+                   calibration: dict | None) -> dict[str, Any]:
+    return {
+        "model": cfg.dense.model,
+        "device": placement.device,
+        "dtype": cfg.dense.dtype,
+        "max_seq_length": cfg.dense.max_seq_length,
+        "torch_threads": placement.torch_threads,
+        "batch_tokens": cfg.encode.batch_tokens,
+        "dim": dim,
+        "quantization": quantization,
+        "calibration": calibration,
+        "rescore": cfg.dense.rescore,
+        "document_prefix": cfg.dense.document_prefix,
+        "splade_model": cfg.sparse.model if cfg.sparse.kind == SparseKind.splade else None,
+        "splade_max_seq_length": cfg.sparse.max_seq_length,
+    }
+
+
+def _encode_stage(ds, cfg: JobConfig, placement: EncodePlacement, params: dict, reporter: StageReporter):
+    from .encoders.dense import Encode
+
+    concurrency = placement.workers if placement.max_workers == placement.workers else (
+        placement.workers, placement.max_workers)
+    remote_args: dict[str, Any] = {"max_restarts": -1, "max_task_retries": -1}
+    if placement.workers > 1:
+        remote_args["scheduling_strategy"] = "SPREAD"
+    return ds.map_batches(
+        Encode,
+        fn_constructor_kwargs={"params": params, "reporter": reporter},
+        batch_size=cfg.encode.block_rows,
+        batch_format="numpy",
+        concurrency=concurrency,
+        num_cpus=placement.num_cpus,
+        num_gpus=placement.num_gpus or None,
+        **remote_args,
+    )
+
+
+def _rows_dataset(fragments, cfg: JobConfig, rejects_dir: str | None, storage: Storage, reporter: StageReporter):
+    import ray
+
+    from .encoders.tokenize import Tokenize
+
+    ds = ray.data.from_items(fragment_items(fragments), override_num_blocks=max(1, len(fragments)))
+    ds = ds.map_batches(ReadFragments(cfg.corpus, reporter), batch_size=1, batch_format="numpy")
+    ds = ds.map_batches(Validate(rejects_dir, storage, reporter), batch_size=None, batch_format="numpy")
+    return ds, Tokenize
+
+
+def calibrate_dense(cfg: JobConfig, p: Plan, placement: EncodePlacement, dim: int, storage: Storage) -> dict | None:
+    """Per-dimension ranges for int8/uint8 (and binary rescoring) from a sample of the corpus."""
+    q = cfg.dense.quantization
+    if q == Quantization.none or (q == Quantization.binary and not cfg.dense.rescore):
+        return None
+    kind = "uint8" if q == Quantization.uint8 else "int8"
+    need, frags = 0, []
+    for f in p.fragments:
+        frags.append(f)
+        need += f.num_rows
+        if need >= cfg.dense.calibration_sample:
+            break
+    reporter = StageReporter()
+    ds, Tokenize = _rows_dataset(frags, cfg, None, storage, reporter)
+    ds = ds.limit(cfg.dense.calibration_sample)
+    ds = ds.map_batches(Tokenize(cfg.dense.model, cfg.dense.max_seq_length, cfg.dense.document_prefix, None),
+                        batch_size=None, batch_format="numpy")
+    params = _encode_params(cfg, placement, dim, "none", None) | {"splade_model": None}
+    ds = _encode_stage(ds, cfg, placement, params, reporter)
+    vecs = [b[schema.DENSE] for b in ds.select_columns([schema.DENSE]).iter_batches(batch_format="numpy")]
+    sample = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)
+    if not len(sample):
+        return None
+    return calibrate(sample, kind, cfg.dense.calibration_quantile).to_json()
+
+
+# ------------------------------------------------------------------------------------------
+# The run
+# ------------------------------------------------------------------------------------------
+
+def vector_spec(cfg: JobConfig, dim: int) -> VectorSpec:
+    q = cfg.dense.quantization.value
+    return VectorSpec(dim=dim, quantization=q, sparse=cfg.sparse.kind != SparseKind.none,
+                      sparse_idf=cfg.sparse.kind == SparseKind.bm25,
+                      rescore=(q == "binary" and cfg.dense.rescore))
+
+
+def _merge_rejects(storage: Storage, layout: Layout, run_id: str, p: Plan,
+                   store_rejects: list[tuple[str, str]]) -> pa.Table:
+    tables = [storage.read_parquet(u) for u in storage.list(layout.rejects_parts(run_id)) if u.endswith(".parquet")]
+    for bf in p.bad_files:
+        if bf.num_rows:
+            ids = bf.ids or [None] * bf.num_rows
+            tables.append(rejects_table(ids, [bf.file] * bf.num_rows, range(bf.num_rows), [bf.reason] * bf.num_rows))
+        else:
+            tables.append(rejects_table([None], [bf.file], [None], [bf.reason]))
+    if store_rejects:
+        tables.append(rejects_table([i for i, _ in store_rejects], [None] * len(store_rejects),
+                                    [None] * len(store_rejects), [r for _, r in store_rejects]))
+    table = pa.concat_tables(tables) if tables else schema.REJECTS_SCHEMA.empty_table()
+    # A retried validation task may have written the same rows twice: keep one per (file, row).
+    seen, keep = set(), []
+    for i, (f, r, idv) in enumerate(zip(table.column("file").to_pylist(), table.column("row").to_pylist(),
+                                        table.column("id").to_pylist())):
+        key = (f, r) if r is not None else (f, r, idv, i)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return table.take(pa.array(keep, pa.int64())) if len(keep) != len(table) else table
+
+
+def run(cfg: JobConfig, *, full: bool = False) -> dict[str, Any]:
+    """Index the corpus; returns the run manifest (also written under ``index.dir/runs``).
+
+    Raises :class:`RunFailed` when a gate fails; the manifest then says what failed and the alias
+    stays where it was.
+    """
+    import ray
+
+    t_start = time.time()
+    storage = Storage(cfg.corpus.s3)
+    layout = Layout(cfg.index.dir)
+    run_id = new_run_id()
+    stages: dict[str, Any] = {}
+
+    t0 = time.perf_counter()
+    init_ray(cfg)
+    stages["ray_init"] = {"seconds": round(time.perf_counter() - t0, 3)}
+
+    t0 = time.perf_counter()
+    p = plan(cfg.corpus)
+    stages["plan"] = {"rows": p.total_rows, "files": len(p.files), "fragments": len(p.fragments),
+                      "seconds": round(time.perf_counter() - t0, 3)}
+
+    model_dim = embedding_dim(cfg.dense.model)
+    dim = cfg.dense.dim or model_dim
+    if dim > model_dim:
+        from .config import ConfigError
+
+        raise ConfigError(f"dense.dim={dim} is larger than the model's dimension {model_dim} ({cfg.dense.model})")
+    info = tokenizer_info(cfg.dense.model, cfg.dense.max_seq_length)
+    cluster, nodes = _cluster()
+    placement = plan_placement(cfg, cluster, nodes)
+    log.info("encoder pool: %s", placement)
+
+    t0 = time.perf_counter()
+    sample = _sample_rows(p, cfg, 2000) if cfg.sparse.kind == SparseKind.bm25 else {}
+    bm25 = bm25_params(cfg, sample) if cfg.sparse.kind == SparseKind.bm25 else None
+    calibration = calibrate_dense(cfg, p, placement, dim, storage)
+    stages["calibrate"] = {"seconds": round(time.perf_counter() - t0, 3)}
+
+    spec = vector_spec(cfg, dim)
+    vfac, tfac = vector_store_factory(cfg, spec), text_store_factory(cfg)
+    vstore, tstore = vfac(), tfac()
+    try:
+        existing = sorted(set(vstore.list_collections(cfg.index.name + "_v")) |
+                          set(tstore.list_collections(cfg.index.name + "_v")), key=version_number)
+        live_before = vstore.get_alias(cfg.index.name)
+    finally:
+        vstore.close()
+        tstore.close()
+    next_n = (max((version_number(c) for c in existing), default=0) or 0) + 1
+    collection = version_name(cfg.index.name, next_n)
+
+    stats_actor = start_stats_actor()
+    reporter = StageReporter(stats_actor)
+    ds, Tokenize = _rows_dataset(p.fragments, cfg, layout.rejects_parts(run_id), storage, reporter)
+    ds = ds.map_batches(Tokenize(cfg.dense.model, cfg.dense.max_seq_length, cfg.dense.document_prefix, bm25, reporter),
+                        batch_size=None, batch_format="numpy")
+    ds = _encode_stage(ds, cfg, placement, _encode_params(cfg, placement, dim, spec.quantization, calibration), reporter)
+    sink = make_datasink(
+        [("vectors", vfac, collection, is_single_writer(vfac)), ("text", tfac, collection, is_single_writer(tfac))],
+        run_id.replace(":", ""), reporter,
+    )
+    t0 = time.perf_counter()
+    if p.fragments:
+        ds.write_datasink(sink)
+    pipeline_seconds = time.perf_counter() - t0
+    stage_stats = ray.get(stats_actor.snapshot.remote())
+    ray.kill(stats_actor)
+
+    store_rejects = sink.results.get("text", None)
+    extra_rejects = (store_rejects.rejects if store_rejects else []) + (
+        sink.results["vectors"].rejects if "vectors" in sink.results else [])
+    rejects = _merge_rejects(storage, layout, run_id, p, extra_rejects)
+    storage.write_parquet(layout.rejects(run_id), rejects)
+    storage.delete_prefix(layout.rejects_parts(run_id))
+
+    n_vectors = sink.counts.get("vectors", 0)
+    n_text = sink.counts.get("text", 0)
+    rejected = rejects.num_rows
+    indexed = min(n_vectors, n_text)
+    enc = stage_stats.get("encode", {})
+    tok = stage_stats.get("tokenize", {})
+    counts = {
+        "input": p.total_rows,
+        "indexed": indexed,
+        "encoded": enc.get("rows", 0),
+        "rejected": rejected,
+        "truncated": tok.get("truncated", 0),
+        "unchanged": 0,
+        "deleted": 0,
+        "vector_store": n_vectors,
+        "text_store": n_text,
+        "tokens": tok.get("tokens", 0),
+    }
+    for name, s in stage_stats.items():
+        stages[name] = s
+    stages["pipeline"] = {"rows": counts["encoded"], "seconds": round(pipeline_seconds, 3),
+                          "rows_per_s": round(counts["encoded"] / max(pipeline_seconds, 1e-9), 2)}
+    if enc.get("tokens"):
+        stages["encode"]["padding_share"] = round(
+            enc.get("padding_tokens", 0) / max(1, enc["tokens"] + enc.get("padding_tokens", 0)), 4)
+
+    failures = []
+    if counts["input"] != indexed + rejected:
+        failures.append(f"input {counts['input']} != indexed {indexed} + rejected {rejected}")
+    if n_vectors != n_text:
+        failures.append(f"vector store has {n_vectors} chunks but text store has {n_text}")
+
+    version = {
+        "collection": collection,
+        "run_id": run_id,
+        "model": {"ref": cfg.dense.model, "path": resolve_model(cfg.dense.model), "dim": model_dim,
+                  "max_seq_length": info.max_seq_length},
+        "dense": {"dim": dim, "quantization": spec.quantization, "calibration": calibration,
+                  "rescore": spec.rescore, "query_prefix": cfg.dense.query_prefix},
+        "sparse": {"kind": cfg.sparse.kind.value, "model": cfg.sparse.model, "bm25": bm25},
+        "text": {"analyzer": cfg.text_store.analyzer.value},
+        "fingerprint": cfg.vector_fingerprint(),
+        "count": indexed,
+    }
+    storage.write_json(layout.version_manifest(collection), version)
+
+    alias_moved = False
+    dropped: list[str] = []
+    if not failures:
+        v2, t2 = vfac(), tfac()
+        try:
+            v2.set_alias(cfg.index.name, collection)
+            t2.set_alias(cfg.index.name, collection)
+            alias_moved = True
+            keep = sorted(set(existing) | {collection}, key=version_number)[-cfg.index.keep_versions:]
+            for old in existing:
+                if old not in keep:
+                    v2.drop_collection(old)
+                    t2.drop_collection(old)
+                    storage.delete_prefix(layout.hashes_dir(old))
+                    dropped.append(old)
+        finally:
+            v2.close()
+            t2.close()
+
+    manifest = {
+        "run_id": run_id,
+        "status": "succeeded" if not failures else "failed",
+        "failures": failures,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
+        "seconds": round(time.time() - t_start, 3),
+        "config": dump_config(cfg),
+        "model": version["model"],
+        "dense": version["dense"],
+        "sparse": version["sparse"],
+        "text": version["text"],
+        "counts": counts,
+        "rejects_path": layout.rejects(run_id),
+        "stages": stages,
+        "placement": placement.__dict__,
+        "versions": {"before": live_before, "after": collection if alias_moved else live_before,
+                     "built": collection, "dropped": dropped},
+        "alias_moved": alias_moved,
+        "mode": "full",
+    }
+    storage.write_json(layout.run_manifest(run_id), manifest)
+    if failures:
+        raise RunFailed("; ".join(failures), manifest)
+    return manifest

@@ -1,0 +1,267 @@
+"""Parquet input: list files (local, glob or S3), plan row-group fragments, read them into the row contract.
+
+Planning happens on the driver from Parquet footers only (exact row counts, schemas), so a file
+that can't be read or lacks the id/text columns is known before any work starts and goes to the
+rejects output; the run goes on with the rest. Reading happens in Ray tasks, one row group at a
+time, and keeps every row's file and row number so any problem can be reported precisely.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import schema
+from ..config import CorpusConfig, S3Config
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(RuntimeError):
+    """The corpus location itself is unusable (nothing to read)."""
+
+
+def filesystem(path: str, s3: S3Config):
+    """pyarrow filesystem + path within it. S3 uses the standard AWS credential chain."""
+    from pyarrow import fs as pafs
+
+    if path.startswith("s3://"):
+        kwargs: dict[str, Any] = {}
+        if s3.endpoint_url:
+            kwargs["endpoint_override"] = s3.endpoint_url
+            if s3.endpoint_url.startswith("http://"):
+                kwargs["scheme"] = "http"
+        if s3.region:
+            kwargs["region"] = s3.region
+        return pafs.S3FileSystem(**kwargs), path[len("s3://"):]
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def list_files(cfg: CorpusConfig) -> list[str]:
+    """Parquet files named by ``corpus.path`` (file, directory, glob or s3:// prefix), sorted."""
+    from pyarrow import fs as pafs
+
+    path = cfg.path
+    fs, p = filesystem(path, cfg.s3)
+    if any(ch in path for ch in "*?["):
+        if path.startswith("s3://"):
+            base = p.split("*")[0].rsplit("/", 1)[0]
+            infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+            import fnmatch
+
+            files = [i.path for i in infos if i.type == pafs.FileType.File and fnmatch.fnmatch(i.path, p)]
+            return sorted("s3://" + f for f in files)
+        return sorted(os.path.abspath(f) for f in _glob.glob(path, recursive=True) if os.path.isfile(f))
+    info = fs.get_file_info(p)
+    if info.type == pafs.FileType.NotFound:
+        raise SourceError(f"corpus.path not found: {path}")
+    if info.type == pafs.FileType.File:
+        files = [p]
+    else:
+        infos = fs.get_file_info(pafs.FileSelector(p, recursive=True))
+        files = [
+            i.path for i in infos
+            if i.type == pafs.FileType.File and i.path.endswith((".parquet", ".pq", ".parq"))
+            and not os.path.basename(i.path).startswith((".", "_"))
+        ]
+    prefix = "s3://" if path.startswith("s3://") else ""
+    return sorted(prefix + f for f in files)
+
+
+@dataclass
+class Fragment:
+    """One row group of one file: the unit of reading, progress and resume."""
+
+    file: str
+    row_group: int
+    row_offset: int  # row number of the group's first row within the file
+    num_rows: int
+    duplicate_rows: list[int] = field(default_factory=list)  # rows (file-relative) whose id was seen earlier
+
+    @property
+    def key(self) -> str:
+        return f"{self.file}#{self.row_group}"
+
+
+@dataclass
+class BadFile:
+    """A file rejected whole: unreadable footer, or id/text column missing."""
+
+    file: str
+    reason: str
+    num_rows: int  # rows known from the footer (0 when the footer itself is unreadable)
+    ids: list[str | None] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    fragments: list[Fragment]
+    bad_files: list[BadFile]
+    total_rows: int  # rows of readable files + rows of bad files (a bad file with unknown rows counts 1)
+    files: list[str]
+
+
+def _open(file: str, s3: S3Config) -> pq.ParquetFile:
+    fs, p = filesystem(file, s3)
+    return pq.ParquetFile(fs.open_input_file(p))
+
+
+def plan(cfg: CorpusConfig, check_duplicates: bool = True) -> Plan:
+    """Read footers (and the id column, to find duplicate ids) of every file; never reads text."""
+    files = list_files(cfg)
+    if not files:
+        raise SourceError(f"no Parquet files under corpus.path={cfg.path}")
+    fragments: list[Fragment] = []
+    bad: list[BadFile] = []
+    seen: dict[str, tuple[str, int]] = {}
+    total = 0
+    for f in files:
+        try:
+            pf = _open(f, cfg.s3)
+            names = pf.schema_arrow.names
+        except Exception as e:  # noqa: BLE001 - any unreadable file is a reject, not a crash
+            bad.append(BadFile(f, f"unreadable Parquet file: {type(e).__name__}: {e}", 0))
+            total += 1
+            continue
+        n = pf.metadata.num_rows
+        missing = [c for c in (cfg.id_column, cfg.text_column) if c not in names]
+        if missing:
+            ids: list[str | None] = []
+            if cfg.id_column in names:
+                ids = [x if isinstance(x, str) else None for x in pf.read(columns=[cfg.id_column]).column(0).to_pylist()]
+            bad.append(BadFile(f, f"missing column(s) {missing} (file has: {names})", n, ids))
+            total += n
+            continue
+        total += n
+        dup_rows: dict[int, list[int]] = {}
+        if check_duplicates:
+            try:
+                col = pf.read(columns=[cfg.id_column]).column(0)
+            except Exception as e:  # noqa: BLE001
+                bad.append(BadFile(f, f"unreadable id column: {type(e).__name__}: {e}", n))
+                continue
+            offset = 0
+            for chunk in col.chunks:
+                for i, v in enumerate(chunk.to_pylist()):
+                    if isinstance(v, str):
+                        if v in seen:
+                            dup_rows.setdefault(offset + i, []).append(1)
+                        else:
+                            seen[v] = (f, offset + i)
+                offset += len(chunk)
+        offset = 0
+        rows_sorted = sorted(dup_rows)
+        for rg in range(pf.metadata.num_row_groups):
+            rg_n = pf.metadata.row_group(rg).num_rows
+            dups = [r for r in rows_sorted if offset <= r < offset + rg_n]
+            fragments.append(Fragment(f, rg, offset, rg_n, dups))
+            offset += rg_n
+    return Plan(fragments=fragments, bad_files=bad, total_rows=total, files=files)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (bytes, bytearray)):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
+def _strings(col: pa.ChunkedArray, what: str) -> tuple[list[str | None], list[str]]:
+    """Column -> python strings plus a reason per row ('' when fine)."""
+    t = col.type
+    vals = col.to_pylist()
+    reasons = [""] * len(vals)
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        out = vals
+    elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        out = []
+        for i, v in enumerate(vals):
+            if v is None:
+                out.append(None)
+                continue
+            try:
+                out.append(v.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                out.append(None)
+                reasons[i] = f"{what} is not valid UTF-8 (byte {e.start})"
+    else:
+        out = [None] * len(vals)
+        for i, v in enumerate(vals):
+            reasons[i] = f"{what} is null" if v is None else f"{what} is not a string ({t})"
+    return out, reasons
+
+
+def read_fragment(frag: Fragment, cfg: CorpusConfig) -> dict[str, np.ndarray]:
+    """Read one row group into the row contract. Values that can't be decoded get a reject reason
+    here ('' = fine so far); the row rules themselves live in :mod:`indexer.validate`."""
+    pf = _open(frag.file, cfg.s3)
+    table = pf.read_row_group(frag.row_group)
+    n = table.num_rows
+    ids, id_reasons = _strings(table.column(cfg.id_column), "id")
+    texts, text_reasons = _strings(table.column(cfg.text_column), "text")
+    if cfg.title_column and cfg.title_column in table.column_names:
+        titles, title_reasons = _strings(table.column(cfg.title_column), "title")
+        title_reasons = ["" if (r.endswith("is null")) else r for r in title_reasons]
+    else:
+        titles, title_reasons = [""] * n, [""] * n
+    used = {cfg.id_column, cfg.text_column, cfg.title_column}
+    meta_cols = cfg.metadata_columns if cfg.metadata_columns is not None else [
+        c for c in table.column_names if c not in used
+    ]
+    meta_cols = [c for c in meta_cols if c in table.column_names]
+    meta_values = {c: table.column(c).to_pylist() for c in meta_cols}
+    dups = set(frag.duplicate_rows)
+
+    out_meta, reasons = [], []
+    for i in range(n):
+        meta = {c: meta_values[c][i] for c in meta_cols}
+        out_meta.append(json.dumps(meta, ensure_ascii=False, default=_json_default, sort_keys=True))
+        reasons.append(id_reasons[i] or text_reasons[i] or title_reasons[i])
+    rows = np.arange(frag.row_offset, frag.row_offset + n, dtype=np.int64)
+    return {
+        schema.ID: np.array(ids, dtype=object),
+        schema.TEXT: np.array(texts, dtype=object),
+        schema.TITLE: np.array([t or "" for t in titles], dtype=object),
+        schema.METADATA: np.array(out_meta, dtype=object),
+        schema.FILE: np.array([frag.file] * n, dtype=object),
+        schema.ROW: rows,
+        schema.DUPLICATE: np.isin(rows, np.asarray(frag.duplicate_rows, dtype=np.int64)),
+        schema.REJECT_REASON: np.array(reasons, dtype=object),
+    }
+
+
+class ReadFragments:
+    """Pipeline stage (CPU tasks): a batch of fragment descriptors -> their rows (row contract)."""
+
+    name = "read"
+
+    def __init__(self, cfg: CorpusConfig, reporter=None):
+        from ..stats import StageReporter
+
+        self.cfg = cfg
+        self.reporter = reporter or StageReporter()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        parts = []
+        for desc in batch["fragment"]:
+            frag = Fragment(**json.loads(desc))
+            with self.reporter.measure(self.name, frag.num_rows):
+                parts.append(read_fragment(frag, self.cfg))
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def fragment_items(fragments: list[Fragment]) -> list[dict[str, str]]:
+    from dataclasses import asdict
+
+    return [{"fragment": json.dumps(asdict(f))} for f in fragments]

@@ -1,0 +1,75 @@
+"""Per-stage accounting across Ray workers: rows, busy seconds, wall span, and the nodes that ran it.
+
+Each stage reports to one small actor after every batch (fire-and-forget); the driver reads the
+totals for the run manifest. Wall span is first start to last end, so throughput = rows / wall.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any
+
+
+class StageStats:
+    """Ray actor body accumulating per-stage counters."""
+
+    def __init__(self) -> None:
+        self._stages: dict[str, dict[str, Any]] = {}
+
+    def record(self, stage: str, rows: int, seconds: float, start: float, end: float, node: str,
+               extra: dict[str, float] | None = None) -> None:
+        s = self._stages.setdefault(
+            stage, {"rows": 0, "busy_seconds": 0.0, "start": start, "end": end, "nodes": set(), "extra": {}}
+        )
+        s["rows"] += rows
+        s["busy_seconds"] += seconds
+        s["start"] = min(s["start"], start)
+        s["end"] = max(s["end"], end)
+        s["nodes"].add(node)
+        for k, v in (extra or {}).items():
+            s["extra"][k] = s["extra"].get(k, 0) + v
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name, s in self._stages.items():
+            wall = max(s["end"] - s["start"], 1e-9)
+            out[name] = {
+                "rows": s["rows"],
+                "seconds": round(wall, 4),
+                "busy_seconds": round(s["busy_seconds"], 4),
+                "rows_per_s": round(s["rows"] / wall, 2),
+                "nodes": sorted(s["nodes"]),
+                **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in s["extra"].items()},
+            }
+        return out
+
+
+def start_stats_actor():
+    import ray
+
+    return ray.remote(StageStats).options(num_cpus=0).remote()
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray (unit tests)
+        return "local"
+
+
+class StageReporter:
+    """Picklable handle that stages use to report a batch's work to the stats actor."""
+
+    def __init__(self, actor=None):
+        self.actor = actor
+
+    @contextmanager
+    def measure(self, stage: str, rows: int, extra: dict[str, float] | None = None):
+        start = time.time()
+        t0 = time.perf_counter()
+        yield extra if extra is not None else {}
+        if self.actor is not None:
+            self.actor.record.remote(stage, rows, time.perf_counter() - t0, start, time.time(), _node_id(), extra)

@@ -1,0 +1,132 @@
+"""Small file layer for ``index.dir``: local paths or ``s3://bucket/prefix`` URIs.
+
+Run manifests, rejects and hash manifests are written here so every node of a cluster run, and
+the next scheduled run, can find them. S3 goes through boto3 with the standard credential chain
+(environment, shared config, instance/pod roles); an ``endpoint_url`` serves S3-compatible stores.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .config import S3Config
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts; keeps ``s3://`` URIs intact."""
+    if is_s3(base):
+        return "/".join([base.rstrip("/")] + [p.strip("/") for p in parts])
+    return str(Path(base, *parts))
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    rest = uri[len("s3://"):]
+    bucket, _, key = rest.partition("/")
+    return bucket, key
+
+
+class Storage:
+    """Read/write bytes, JSON and Parquet under local paths or S3 URIs."""
+
+    def __init__(self, s3: S3Config | None = None):
+        self.s3cfg = s3 or S3Config()
+        self._client = None
+
+    # -- S3 -----------------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client(
+                "s3", endpoint_url=self.s3cfg.endpoint_url, region_name=self.s3cfg.region
+            )
+        return self._client
+
+    def __getstate__(self):
+        d = dict(self.__dict__)
+        d["_client"] = None
+        return d
+
+    # -- primitives ---------------------------------------------------------------------
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            self.client.put_object(Bucket=bucket, Key=key, Body=data)
+            return
+        p = Path(uri)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, p)  # atomic: readers never see a half-written file
+
+    def read_bytes(self, uri: str) -> bytes:
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return Path(uri).read_bytes()
+
+    def exists(self, uri: str) -> bool:
+        if is_s3(uri):
+            from botocore.exceptions import ClientError
+
+            bucket, key = split_s3(uri)
+            try:
+                self.client.head_object(Bucket=bucket, Key=key)
+                return True
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+        return Path(uri).exists()
+
+    def list(self, prefix: str) -> list[str]:
+        """Every file under a prefix (recursively), as full URIs/paths, sorted."""
+        if is_s3(prefix):
+            bucket, key = split_s3(prefix)
+            key = key.rstrip("/") + "/" if key else ""
+            out = []
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+                out += [f"s3://{bucket}/{o['Key']}" for o in page.get("Contents", [])]
+            return sorted(out)
+        p = Path(prefix)
+        if not p.exists():
+            return []
+        return sorted(str(x) for x in p.rglob("*") if x.is_file() and not x.name.startswith("."))
+
+    def delete_prefix(self, prefix: str) -> None:
+        if is_s3(prefix):
+            bucket, _ = split_s3(prefix)
+            for uri in self.list(prefix):
+                self.client.delete_object(Bucket=bucket, Key=split_s3(uri)[1])
+            return
+        shutil.rmtree(prefix, ignore_errors=True)
+
+    # -- formats ------------------------------------------------------------------------
+    def write_json(self, uri: str, obj: Any) -> None:
+        self.write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+
+    def read_json(self, uri: str) -> Any:
+        return json.loads(self.read_bytes(uri))
+
+    def write_parquet(self, uri: str, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes(uri, buf.getvalue())
+
+    def read_parquet(self, uri: str) -> pa.Table:
+        return pq.read_table(io.BytesIO(self.read_bytes(uri)))
