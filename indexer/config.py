@@ -84,7 +84,7 @@ class S3Config(_Section):
 class CorpusConfig(_Section):
     """Where the chunked corpus lives and which columns mean what."""
 
-    path: str = Field(".indexer/sample/corpus.parquet", description="Parquet file, directory, glob or s3:// prefix.")
+    path: str = Field(".indexer/sample", description="Parquet file, directory, glob or s3:// prefix.")
     id_column: str = Field("id", description="Unique chunk id (string).")
     text_column: str = Field("text", description="Chunk text to encode and index.")
     title_column: str | None = Field(None, description="Optional title; encoded as title + ' ' + text.")
@@ -92,6 +92,9 @@ class CorpusConfig(_Section):
         None, description="Columns kept as metadata; None keeps every other column."
     )
     s3: S3Config = Field(default_factory=S3Config)
+    sample: bool = Field(
+        False, description="Generate the bundled sample corpus at corpus.path when nothing is there yet."
+    )
 
 
 class IndexConfig(_Section):

@@ -31,7 +31,7 @@ def tokenize_texts(texts: list[str], model_ref: str, max_seq_length: int | None 
     info = tokenizer_info(model_ref, max_seq_length)
     tok = load_tokenizer(model_ref)
     content = tok(texts, add_special_tokens=False, return_attention_mask=False,
-                  return_token_type_ids=False)["input_ids"]
+                  return_token_type_ids=False, verbose=False)["input_ids"]
     specials = len(info.prefix_ids) + len(info.suffix_ids)
     room = info.max_seq_length - specials
     pre = np.asarray(info.prefix_ids, dtype=np.int32)

@@ -1,0 +1,198 @@
+"""Command line: ``indexer run | search | eval | estimate | bench | rollback | sample``.
+
+Every command takes a CONFIG file and repeatable ``--set dotted.key=value`` overrides. With
+``--json`` stdout carries exactly one JSON object; progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import ConfigError, JobConfig, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+err = Console(stderr=True)
+
+SetOpt = typer.Option(None, "--set", help="Override a config key: dotted.key=value (repeatable).")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+
+
+def _setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "elastic_transport", "filelock", "sentence_transformers", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _load(config: Path, overrides: Optional[List[str]]) -> JobConfig:
+    try:
+        return load_config(config, overrides or [])
+    except ConfigError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(enabled: bool) -> Iterator[None]:
+    """Send everything written to fd 1 (Ray, C libraries, stray prints) to stderr meanwhile."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def ensure_sample(cfg: JobConfig) -> None:
+    """Build the bundled sample corpus at corpus.path when the config asks for it and it's missing."""
+    if cfg.corpus.sample and not cfg.corpus.path.startswith("s3://") and not Path(cfg.corpus.path).exists():
+        from .sample import build_sample
+
+        counts = build_sample(cfg.corpus.path)
+        err.print(f"built the sample corpus at {cfg.corpus.path}: {counts}")
+
+
+def _manifest_table(m: dict[str, Any]) -> Table:
+    t = Table(title=f"run {m['run_id']} ({m['status']}, {m['seconds']}s)")
+    t.add_column("stage")
+    t.add_column("rows", justify="right")
+    t.add_column("seconds", justify="right")
+    t.add_column("rows/s", justify="right")
+    for name, s in m["stages"].items():
+        t.add_row(name, str(s.get("rows", "")), str(s.get("seconds", "")), str(s.get("rows_per_s", "")))
+    return t
+
+
+@app.command()
+def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt,
+        full: bool = typer.Option(False, "--full", help="Rebuild every chunk into a new version."),
+        verbose: bool = typer.Option(False, "-v", "--verbose")) -> None:
+    """Index the corpus named in CONFIG."""
+    _setup_logging(verbose)
+    cfg = _load(config, set_)
+    from .pipeline import RunFailed, run as run_job
+
+    with stdout_to_stderr(json_out):
+        ensure_sample(cfg)
+        try:
+            manifest = run_job(cfg, full=full)
+            code = 0
+        except RunFailed as e:
+            manifest, code = e.manifest, 1
+            err.print(f"[red]run failed: {e}[/red] (alias not moved)")
+    if json_out:
+        _emit_json(manifest)
+    else:
+        err.print(_manifest_table(manifest))
+        err.print({k: v for k, v in manifest["counts"].items()})
+        err.print(f"manifest: {Path(manifest['rejects_path']).parent / 'manifest.json'}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def search(config: Path, query: str, set_: Optional[List[str]] = SetOpt,
+           mode: str = typer.Option("hybrid", "--mode", help="hybrid | dense | sparse | bm25"),
+           k: int = typer.Option(10, "--k", min=1), json_out: bool = JsonOpt) -> None:
+    """Search the live index."""
+    _setup_logging()
+    logging.getLogger().setLevel(logging.WARNING)
+    cfg = _load(config, set_)
+    from .search import SearchError, Searcher, hit_json
+
+    with stdout_to_stderr(json_out):
+        try:
+            s = Searcher(cfg)
+            hits = s.search(query, mode=mode, k=k)
+            s.close()
+        except SearchError as e:
+            err.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from None
+    if json_out:
+        _emit_json({"query": query, "mode": mode, "hits": [hit_json(h) for h in hits]})
+        return
+    t = Table(title=f"{mode}: {query}")
+    t.add_column("#", justify="right")
+    t.add_column("id")
+    t.add_column("score", justify="right")
+    t.add_column("text")
+    for i, h in enumerate(hits, 1):
+        text = (h.payload.get("title", "") + " | " if h.payload.get("title") else "") + h.payload.get("text", "")
+        t.add_row(str(i), h.id, f"{h.score:.4f}", text[:120].replace("\n", " "))
+    Console().print(t)
+
+
+@app.command("eval")
+def eval_cmd(config: Path, queries: Path = typer.Option(..., "--queries"), qrels: Path = typer.Option(..., "--qrels"),
+             set_: Optional[List[str]] = SetOpt, k: int = typer.Option(10, "--k", min=1), json_out: bool = JsonOpt,
+             modes: str = typer.Option("hybrid,dense,sparse,bm25", "--modes", help="Comma-separated modes.")) -> None:
+    """Evaluate every search mode on BEIR-format queries and qrels."""
+    _setup_logging()
+    logging.getLogger().setLevel(logging.WARNING)
+    cfg = _load(config, set_)
+    from rich.progress import Progress
+
+    from .eval import load_qrels, load_queries, run_eval
+    from .search import Searcher
+
+    with stdout_to_stderr(json_out):
+        s = Searcher(cfg)
+        with Progress(console=err, transient=True) as prog:
+            task = prog.add_task("queries", total=None)
+            res = run_eval(s, load_queries(queries), load_qrels(qrels), k=k, modes=[m.strip() for m in modes.split(",")],
+                           progress=lambda d, t: prog.update(task, completed=d, total=t))
+        s.close()
+    res["collection"] = s.collection
+    if json_out:
+        _emit_json(res)
+        return
+    t = Table(title=f"{s.collection}: {res['queries']} queries")
+    for c in ("mode", f"ndcg@{k}", "recall@100", f"mrr@{k}", "p50 ms", "p95 ms"):
+        t.add_column(c, justify="right" if c != "mode" else "left")
+    for m, r in res["modes"].items():
+        t.add_row(m, f"{r[f'ndcg@{k}']:.4f}", f"{r['recall@100']:.4f}", f"{r[f'mrr@{k}']:.4f}",
+                  f"{r['latency_ms_p50']:.1f}", f"{r['latency_ms_p95']:.1f}")
+    Console().print(t)
+
+
+@app.command()
+def sample(out: Path = typer.Option(Path(".indexer/sample"), "--out"),
+           limit: Optional[int] = typer.Option(None, "--limit")) -> None:
+    """Write the bundled sample corpus (stdlib docstrings) as Parquet."""
+    from .sample import build_sample
+
+    err.print(build_sample(out, limit))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    try:
+        app()
+    except ConfigError as e:
+        err.print(f"[red]{e}[/red]")
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

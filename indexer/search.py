@@ -1,0 +1,205 @@
+"""Hybrid search over what a run left behind: dense + sparse (vector store) + BM25 (text store),
+fused. Queries are encoded with the model, dimension and quantization recorded in the version
+manifest of the collection the alias points to, so search always matches the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .config import FusionKind, JobConfig
+from .fusion import dbsf, rrf
+from .manifest import Layout, read_version
+from .quantize import Calibration, asymmetric_scores, quantize_scalar, unpack_binary
+from .sinks.base import Hit, SparseQuery, VectorSpec
+from .sinks.factory import text_store_factory, vector_store_factory
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+MODES = ("hybrid", "dense", "sparse", "bm25")
+
+
+class SearchError(RuntimeError):
+    """No live index, or a mode the index can't serve."""
+
+
+@dataclass
+class EncodedQuery:
+    text: str
+    dense: np.ndarray | None = None  # float32, truncated + normalised
+    sparse: SparseQuery | None = None
+
+
+@dataclass
+class Settings:
+    """Fusion settings (defaults from the config; eval sweeps vary them)."""
+
+    fusion: FusionKind = FusionKind.rrf
+    rrf_k: int = 60
+    weights: dict[str, float] = field(default_factory=lambda: {"dense": 1.0, "sparse": 1.0, "bm25": 1.0})
+    modes: tuple[str, ...] = ("dense", "sparse", "bm25")
+
+
+class Searcher:
+    """Opens the live version (alias ``index.name``) of both stores and answers queries."""
+
+    def __init__(self, cfg: JobConfig, collection: str | None = None, device: str = "cpu"):
+        self.cfg = cfg
+        self.storage = Storage(cfg.corpus.s3)
+        self.layout = Layout(cfg.index.dir)
+        probe_spec = VectorSpec(dim=1, quantization="none", sparse=True)
+        probe = vector_store_factory(cfg, probe_spec)()
+        try:
+            self.collection = collection or probe.get_alias(cfg.index.name)
+        finally:
+            probe.close()
+        if not self.collection:
+            raise SearchError(f"no live index '{cfg.index.name}' under {cfg.index.dir}: run `indexer run` first")
+        self.version = read_version(self.storage, self.layout, self.collection)
+        d = self.version["dense"]
+        self.dim = int(d["dim"])
+        self.quantization = d["quantization"]
+        self.calibration = Calibration.from_json(d["calibration"]) if d.get("calibration") else None
+        self.spec = VectorSpec(dim=self.dim, quantization=self.quantization,
+                               sparse=self.version["sparse"]["kind"] != "none",
+                               sparse_idf=self.version["sparse"]["kind"] == "bm25", rescore=bool(d.get("rescore")))
+        self.vectors = vector_store_factory(cfg, self.spec)()
+        self.text = text_store_factory(cfg)()
+        self.device = device
+        self._dense_model = None
+        self._splade = None
+        self.settings = Settings(cfg.search.fusion, cfg.search.rrf_k, dict(cfg.search.weights), tuple(cfg.search.modes))
+        self.timings: dict[str, list[float]] = {}
+
+    # -- encoding ---------------------------------------------------------------------------
+    @property
+    def dense_model(self):
+        if self._dense_model is None:
+            from .encoders.dense import DenseModel
+
+            m = self.version["model"]
+            self._dense_model = DenseModel(m["ref"], self.device, "float32", m["max_seq_length"])
+        return self._dense_model
+
+    def encode(self, queries: Sequence[str]) -> list[EncodedQuery]:
+        """Encode queries for every mode the index has (batched for the dense model)."""
+        import torch
+
+        from .encoders.sparse import bm25_query
+
+        out = [EncodedQuery(q) for q in queries]
+        emb = self.dense_model.encode_texts(list(queries), prefix=self.version["dense"].get("query_prefix", ""))
+        x = torch.nn.functional.normalize(emb[:, : self.dim].float(), dim=1).cpu().numpy()
+        for eq, v in zip(out, x):
+            eq.dense = v
+        kind = self.version["sparse"]["kind"]
+        for eq in out:
+            if kind == "bm25":
+                eq.sparse = bm25_query(eq.text, self.version["model"]["ref"])
+            elif kind == "splade":
+                if self._splade is None:
+                    from .encoders.sparse import SpladeModel
+
+                    self._splade = SpladeModel(self.version["sparse"]["model"], self.device)
+                eq.sparse = self._splade.encode_query(eq.text)
+        return out
+
+    # -- per-mode retrieval -------------------------------------------------------------------
+    def _timed(self, mode: str, fn):
+        t0 = time.perf_counter()
+        r = fn()
+        self.timings.setdefault(mode, []).append(time.perf_counter() - t0)
+        return r
+
+    def dense_hits(self, q: EncodedQuery, k: int) -> list[Hit]:
+        return self._timed("dense", lambda: self._dense(q.dense, k))
+
+    def _dense(self, v: np.ndarray, k: int) -> list[Hit]:
+        qz = self.quantization
+        if qz == "none":
+            return self.vectors.search_dense(self.collection, v.astype(np.float32), k)
+        over = max(k, int(k * self.cfg.dense.oversample))
+        if qz in ("int8", "uint8"):
+            codes = quantize_scalar(v[None, :], self.calibration)[0]
+            hits = self.vectors.search_dense(self.collection, codes, over, with_vectors=True)
+            return self._rescore(v, hits, "dense", k)
+        bits = np.packbits(v[None, :] > 0, axis=1)[0]
+        if self.spec.rescore and self.calibration is not None:
+            hits = self.vectors.search_dense(self.collection, bits, over, with_vectors=True)
+            return self._rescore(v, hits, "dense_rescore", k)
+        hits = self.vectors.search_dense(self.collection, bits, k)
+        return hits
+
+    def _rescore(self, v: np.ndarray, hits: list[Hit], name: str, k: int) -> list[Hit]:
+        have = [h for h in hits if name in h.vectors]
+        if not have:
+            return hits[:k]
+        codes = np.stack([np.asarray(h.vectors[name], dtype=np.uint8) for h in have])
+        scores = asymmetric_scores(v, codes, self.calibration)
+        for h, s in zip(have, scores):
+            h.score = float(s)
+            h.vectors = {}
+        return sorted(have, key=lambda h: -h.score)[:k]
+
+    def sparse_hits(self, q: EncodedQuery, k: int) -> list[Hit]:
+        if q.sparse is None:
+            raise SearchError("this index has no sparse vectors (sparse.kind: none)")
+        if not q.sparse.indices:
+            return []
+        return self._timed("sparse", lambda: self.vectors.search_sparse(self.collection, q.sparse, k))
+
+    def bm25_hits(self, q: EncodedQuery, k: int) -> list[Hit]:
+        return self._timed("bm25", lambda: self.text.search_bm25(self.collection, q.text, k))
+
+    def mode_hits(self, q: EncodedQuery, k: int, modes: Sequence[str]) -> dict[str, list[Hit]]:
+        fns = {"dense": self.dense_hits, "sparse": self.sparse_hits, "bm25": self.bm25_hits}
+        out = {}
+        for m in modes:
+            if m == "sparse" and q.sparse is None:
+                continue
+            out[m] = fns[m](q, k)
+        return out
+
+    def fuse(self, per_mode: dict[str, list[Hit]], k: int, settings: Settings | None = None) -> list[Hit]:
+        s = settings or self.settings
+        lists = {m: h for m, h in per_mode.items() if m in s.modes}
+        if s.fusion == FusionKind.dbsf:
+            fused = dbsf({m: [(h.id, h.score) for h in hs] for m, hs in lists.items()}, s.weights)
+        else:
+            weights = s.weights if s.fusion == FusionKind.weighted_rrf else None
+            fused = rrf({m: [h.id for h in hs] for m, hs in lists.items()}, s.rrf_k, weights)
+        return [Hit(doc, score) for doc, score in fused[:k]]
+
+    # -- public -------------------------------------------------------------------------------
+    def search(self, query: str, mode: str = "hybrid", k: int = 10, with_text: bool = True) -> list[Hit]:
+        if mode not in MODES:
+            raise SearchError(f"mode must be one of {MODES}, got {mode!r}")
+        q = self.encode([query])[0]
+        if mode == "hybrid":
+            cand = max(k, self.cfg.search.candidates)
+            hits = self.fuse(self.mode_hits(q, cand, self.settings.modes), k)
+        else:
+            hits = self.mode_hits(q, k, [mode]).get(mode, [])[:k]
+        if with_text:
+            self.attach_text(hits)
+        return hits
+
+    def attach_text(self, hits: list[Hit]) -> None:
+        docs = self.text.retrieve(self.collection, [h.id for h in hits]) if hits else {}
+        for h in hits:
+            d = docs.get(h.id, {})
+            h.payload = {"text": d.get("text", ""), "title": d.get("title", ""), "metadata": d.get("metadata", {})}
+
+    def close(self) -> None:
+        self.vectors.close()
+        self.text.close()
+
+
+def hit_json(h: Hit) -> dict[str, Any]:
+    return {"id": h.id, "score": round(float(h.score), 6), **h.payload}
