@@ -1,0 +1,73 @@
+import pytest
+
+from indexer.eval import evaluate, load_qrels, load_queries
+from indexer.fusion import dbsf, rrf
+
+
+def test_rrf_hand_computed():
+    fused = rrf({"dense": ["a", "b", "c"], "bm25": ["b", "d"]}, k=60)
+    scores = dict(fused)
+    assert scores["b"] == pytest.approx(1 / 62 + 1 / 61)
+    assert scores["a"] == pytest.approx(1 / 61)
+    assert scores["d"] == pytest.approx(1 / 62)
+    assert [d for d, _ in fused] == ["b", "a", "d", "c"] or [d for d, _ in fused][:2] == ["b", "a"]
+
+
+def test_rrf_ties_keep_first_appearance():
+    fused = rrf({"x": ["a"], "y": ["b"]}, k=1)
+    assert [d for d, _ in fused] == ["a", "b"]
+
+
+def test_weighted_rrf():
+    fused = dict(rrf({"dense": ["a"], "bm25": ["b"]}, k=10, weights={"dense": 2.0, "bm25": 1.0}))
+    assert fused["a"] == pytest.approx(2 / 11) and fused["b"] == pytest.approx(1 / 11)
+    assert "a" not in dict(rrf({"dense": ["a"], "bm25": ["b"]}, k=10, weights={"dense": 0.0, "bm25": 1.0}))
+
+
+def test_dbsf_hand_computed():
+    # scores 1, 2, 3: mean 2, std sqrt(2/3); lo = 2 - 3 std, span 6 std
+    import math
+
+    std = math.sqrt(2 / 3)
+    fused = dict(dbsf({"dense": [("a", 3.0), ("b", 2.0), ("c", 1.0)]}))
+    assert fused["a"] == pytest.approx((3 - (2 - 3 * std)) / (6 * std))
+    assert fused["b"] == pytest.approx(0.5)
+    fused2 = dict(dbsf({"dense": [("a", 3.0), ("b", 1.0)], "bm25": [("b", 10.0), ("a", 0.0)]}))
+    assert fused2["a"] == pytest.approx(fused2["b"])
+
+
+def test_metrics_hand_computed():
+    import math
+
+    qrels = {"q1": {"d1": 1, "d3": 1}, "q2": {"d9": 1}}
+    run = {"q1": {"d1": 3.0, "d2": 2.0, "d3": 1.0}, "q2": {"d5": 1.0}}
+    m = evaluate(run, qrels, k=10)
+    dcg = 1 + 1 / math.log2(4)
+    idcg = 1 + 1 / math.log2(3)
+    assert m["ndcg@10"] == pytest.approx((dcg / idcg + 0) / 2, abs=1e-4)
+    assert m["recall@100"] == pytest.approx((1.0 + 0.0) / 2)
+    assert m["mrr@10"] == pytest.approx((1.0 + 0.0) / 2)
+    assert m["queries"] == 2
+
+
+def test_metrics_count_queries_without_results_as_zero():
+    m = evaluate({"q1": {"d1": 1.0}}, {"q1": {"d1": 1}, "q2": {"d2": 1}}, k=10)
+    assert m["ndcg@10"] == pytest.approx(0.5) and m["queries"] == 2
+
+
+def test_mrr_cut_at_k():
+    m = evaluate({"q": {f"d{i}": float(100 - i) for i in range(20)}}, {"q": {"d15": 1}}, k=10)
+    assert m["mrr@10"] == 0.0 and m["recall@100"] == 1.0
+
+
+def test_beir_loaders(tmp_path):
+    q = tmp_path / "queries.jsonl"
+    q.write_text('{"_id": "1", "text": "what is ray"}\n\n{"_id": 2, "text": "x"}\n')
+    r = tmp_path / "qrels.tsv"
+    r.write_text("query-id\tcorpus-id\tscore\n1\td1\t1\n1\td2\t2\n")
+    assert load_queries(q) == {"1": "what is ray", "2": "x"}
+    assert load_qrels(r) == {"1": {"d1": 1, "d2": 2}}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "no id"}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:1"):
+        load_queries(bad)
