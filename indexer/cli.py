@@ -178,6 +178,66 @@ def eval_cmd(config: Path, queries: Path = typer.Option(..., "--queries"), qrels
 
 
 @app.command()
+def estimate(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt,
+             exact: bool = typer.Option(False, "--exact", help="Tokenize everything on the cluster's CPUs."),
+             workers: Optional[int] = typer.Option(None, "--workers", help="Encoder workers for wall time.")) -> None:
+    """Dry run: tokens, GPU-hours, wall time, cost and storage. Writes nothing."""
+    _setup_logging()
+    logging.getLogger().setLevel(logging.WARNING)
+    cfg = _load(config, set_)
+    from .estimate import estimate as run_estimate
+
+    with stdout_to_stderr(json_out):
+        est = run_estimate(cfg, exact=exact, workers=workers)
+    if json_out:
+        _emit_json(est)
+        return
+    t = Table(title=f"estimate: {cfg.corpus.path}")
+    t.add_column("item")
+    t.add_column("value", justify="right")
+    st = est.get("storage", {})
+    for name, val in [
+        ("chunks", f"{est['chunks']:,}"), ("tokens", f"{est['tokens']:,} ({est['tokens_method']})"),
+        ("tokens encoded (after truncation)", f"{est['tokens_encoded']:,}"),
+        ("throughput", f"{est['throughput_tokens_per_s']:,.0f} tokens/s ({est['device']})"),
+        ("GPU-hours", f"{est['gpu_hours']:.4f}"), (f"wall hours ({est['workers']} workers)", f"{est['wall_hours']:.4f}"),
+        ("cost", f"${est['cost_usd']:,.2f} at ${est['gpu_hour_usd']}/h"),
+        ("vector store", _human(st.get("vector_bytes", 0)) + f" (RAM {_human(st.get('vector_ram_bytes', 0))})"),
+        ("text store", _human(st.get("text_bytes", 0))),
+        *[(f"hosted API: {k}", f"${v:,.2f}") for k, v in est["api_comparison_usd"].items()],
+    ]:
+        t.add_row(name, val)
+    Console().print(t)
+    err.print(f"throughput source: {est['throughput_source']}; API prices: {est['api_price_source']}")
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1024:
+            return f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:,.1f} PB"
+
+
+@app.command()
+def bench(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt,
+          seconds: float = typer.Option(20.0, "--seconds"), rows: int = typer.Option(512, "--rows")) -> None:
+    """Measure the configured model's tokens/s on this hardware and save it as a throughput profile."""
+    _setup_logging()
+    cfg = _load(config, set_)
+    from .estimate import bench_throughput, save_profile
+
+    with stdout_to_stderr(json_out):
+        prof = bench_throughput(cfg, rows=rows, seconds=seconds)
+        path = save_profile(cfg, prof)
+    prof["profile_path"] = str(path)
+    if json_out:
+        _emit_json(prof)
+    else:
+        err.print(f"{prof['tokens_per_s']:,.0f} tokens/s on {prof['device']}; saved to {path}")
+
+
+@app.command()
 def sample(out: Path = typer.Option(Path(".indexer/sample"), "--out"),
            limit: Optional[int] = typer.Option(None, "--limit")) -> None:
     """Write the bundled sample corpus (stdlib docstrings) as Parquet."""

@@ -273,7 +273,7 @@ class CostConfig(_Section):
         description="Hosted embedding API prices for comparison.",
     )
     api_price_source: str = Field("openai.com/api/pricing, 2025-01")
-    profile_path: str | None = Field(None, description="Throughput profile JSON; None = under index.dir.")
+    profile_path: str | None = Field(None, description="Throughput profile JSON; None = .indexer/profiles.json.")
     sample_rows: int = Field(2000, ge=100, description="Rows tokenized by the default (sampled) estimate.")
 
 
