@@ -238,6 +238,25 @@ def bench(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = Jso
 
 
 @app.command()
+def rollback(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt,
+             to: Optional[str] = typer.Option(None, "--to", help="Version to serve (default: the previous one).")) -> None:
+    """Move the alias back to the previous version (or --to VERSION) in both stores."""
+    _setup_logging()
+    cfg = _load(config, set_)
+    from .pipeline import rollback as do_rollback
+
+    try:
+        res = do_rollback(cfg, to)
+    except RuntimeError as e:
+        err.print(f"[red]rollback failed: {e}[/red]")
+        raise typer.Exit(1) from None
+    if json_out:
+        _emit_json(res)
+    else:
+        err.print(f"alias {res['alias']}: {res['from']} -> {res['to']}")
+
+
+@app.command()
 def sample(out: Path = typer.Option(Path(".indexer/sample"), "--out"),
            limit: Optional[int] = typer.Option(None, "--limit")) -> None:
     """Write the bundled sample corpus (stdlib docstrings) as Parquet."""

@@ -236,9 +236,10 @@ def vector_spec(cfg: JobConfig, dim: int) -> VectorSpec:
                       rescore=(q == "binary" and cfg.dense.rescore))
 
 
-def _merge_rejects(storage: Storage, layout: Layout, run_id: str, p: Plan,
-                   store_rejects: list[tuple[str, str]]) -> pa.Table:
-    tables = [storage.read_parquet(u) for u in storage.list(layout.rejects_parts(run_id)) if u.endswith(".parquet")]
+
+def _merge_rejects(records_rejects: pa.Table, p: Plan, store_rejects: list[tuple[str, str]]) -> pa.Table:
+    """All rejects of the run: validation parts (unique by file and row), bad files, store refusals."""
+    tables = [records_rejects]
     for bf in p.bad_files:
         if bf.num_rows:
             ids = bf.ids or [None] * bf.num_rows
@@ -248,30 +249,95 @@ def _merge_rejects(storage: Storage, layout: Layout, run_id: str, p: Plan,
     if store_rejects:
         tables.append(rejects_table([i for i, _ in store_rejects], [None] * len(store_rejects),
                                     [None] * len(store_rejects), [r for _, r in store_rejects]))
-    table = pa.concat_tables(tables) if tables else schema.REJECTS_SCHEMA.empty_table()
-    # A retried validation task may have written the same rows twice: keep one per (file, row).
+    table = pa.concat_tables([t.cast(schema.REJECTS_SCHEMA) for t in tables])
     seen, keep = set(), []
     for i, (f, r, idv) in enumerate(zip(table.column("file").to_pylist(), table.column("row").to_pylist(),
                                         table.column("id").to_pylist())):
-        key = (f, r) if r is not None else (f, r, idv, i)
+        key = (f, r) if r is not None else (f, idv, i)
         if key not in seen:
             seen.add(key)
             keep.append(i)
     return table.take(pa.array(keep, pa.int64())) if len(keep) != len(table) else table
 
 
-def run(cfg: JobConfig, *, full: bool = False) -> dict[str, Any]:
+class RecordWritten:
+    """Called by write tasks once every store acknowledged a block: records (file, row) as written."""
+
+    def __init__(self, storage: Storage, directory: str):
+        self.storage = storage
+        self.directory = directory
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> None:
+        from .progress import WRITTEN_SCHEMA, write_part
+
+        t = pa.Table.from_arrays([pa.array(list(batch[schema.FILE]), pa.string()),
+                                  pa.array(batch[schema.ROW], pa.int64())], schema=WRITTEN_SCHEMA)
+        write_part(self.storage, self.directory, t)
+
+
+@dataclass
+class RunPlan:
+    """Decisions taken before any work: mode, target collection, resume."""
+
+    run_id: str
+    mode: str  # full | incremental
+    collection: str
+    live_before: str | None
+    resumed: bool
+    reason: str
+    calibration: dict | None = None
+    bm25: dict | None = None
+
+
+def decide(cfg: JobConfig, storage: Storage, layout: Layout, live: str | None, existing: list[str],
+           full: bool) -> RunPlan:
+    """Full or incremental, which collection, and whether an interrupted run is resumed."""
+    from .manifest import read_version
+    from .progress import fingerprint_json, read_state
+
+    fp = fingerprint_json(cfg.vector_fingerprint())
+    state = read_state(storage, layout, cfg.index.name)
+    if state and state.get("status") == "running" and state.get("fingerprint") == fp and (
+            not full or state.get("mode") == "full"):
+        return RunPlan(state["run_id"], state["mode"], state["collection"], state.get("live_before"), True,
+                       "resuming an interrupted run", state.get("calibration"), state.get("bm25"))
+    run_id = new_run_id()
+    next_n = max((version_number(c) for c in existing), default=0) + 1
+    new_collection = version_name(cfg.index.name, next_n)
+    if full:
+        return RunPlan(run_id, "full", new_collection, live, False, "--full")
+    if not live:
+        return RunPlan(run_id, "full", new_collection, live, False, "no live version")
+    if not cfg.index.incremental:
+        return RunPlan(run_id, "full", new_collection, live, False, "index.incremental is false")
+    try:
+        version = read_version(storage, layout, live)
+    except FileNotFoundError:
+        return RunPlan(run_id, "full", new_collection, live, False, "live version has no manifest")
+    if fingerprint_json(version.get("fingerprint", {})) != fp:
+        changed = sorted(k for k, v in cfg.vector_fingerprint().items() if version.get("fingerprint", {}).get(k) != v)
+        return RunPlan(run_id, "full", new_collection, live, False, f"vector settings changed: {changed}")
+    return RunPlan(run_id, "incremental", live, live, False, "live version with the same vector settings",
+                   version["dense"].get("calibration"), version["sparse"].get("bm25"))
+
+
+def run(cfg: JobConfig, *, full: bool = False, store_factories: tuple | None = None) -> dict[str, Any]:
     """Index the corpus; returns the run manifest (also written under ``index.dir/runs``).
 
-    Raises :class:`RunFailed` when a gate fails; the manifest then says what failed and the alias
-    stays where it was.
+    Incremental by default against a live version with the same vector settings; a full build
+    writes a new version and moves the alias after the verification gate. An interrupted run is
+    resumed by running the same command again. Raises :class:`RunFailed` when the gate fails.
+    ``store_factories`` (vector, text) replaces the configured stores (tests inject faults so).
     """
     import ray
+
+    from . import progress as prog
+    from .diff import Diff
+    from .verify import check_counts, check_sample, gate
 
     t_start = time.time()
     storage = Storage(cfg.corpus.s3)
     layout = Layout(cfg.index.dir)
-    run_id = new_run_id()
     stages: dict[str, Any] = {}
 
     t0 = time.perf_counter()
@@ -294,118 +360,154 @@ def run(cfg: JobConfig, *, full: bool = False) -> dict[str, Any]:
     placement = plan_placement(cfg, cluster, nodes)
     log.info("encoder pool: %s", placement)
 
-    t0 = time.perf_counter()
-    sample = _sample_rows(p, cfg, 2000) if cfg.sparse.kind == SparseKind.bm25 else {}
-    bm25 = bm25_params(cfg, sample) if cfg.sparse.kind == SparseKind.bm25 else None
-    calibration = calibrate_dense(cfg, p, placement, dim, storage)
-    stages["calibrate"] = {"seconds": round(time.perf_counter() - t0, 3)}
-
     spec = vector_spec(cfg, dim)
-    vfac, tfac = vector_store_factory(cfg, spec), text_store_factory(cfg)
+    if store_factories:
+        vfac, tfac = store_factories
+    else:
+        vfac, tfac = vector_store_factory(cfg, spec), text_store_factory(cfg)
     vstore, tstore = vfac(), tfac()
     try:
         existing = sorted(set(vstore.list_collections(cfg.index.name + "_v")) |
                           set(tstore.list_collections(cfg.index.name + "_v")), key=version_number)
-        live_before = vstore.get_alias(cfg.index.name)
+        live = vstore.get_alias(cfg.index.name)
     finally:
         vstore.close()
         tstore.close()
-    next_n = (max((version_number(c) for c in existing), default=0) or 0) + 1
-    collection = version_name(cfg.index.name, next_n)
+    rp = decide(cfg, storage, layout, live, existing, full)
+    log.info("run %s: %s into %s (%s)", rp.run_id, rp.mode, rp.collection, rp.reason)
+
+    t0 = time.perf_counter()
+    if not rp.resumed and rp.mode == "full":
+        sample = _sample_rows(p, cfg, 2000) if cfg.sparse.kind == SparseKind.bm25 else {}
+        rp.bm25 = bm25_params(cfg, sample) if cfg.sparse.kind == SparseKind.bm25 else None
+        rp.calibration = calibrate_dense(cfg, p, placement, dim, storage)
+    stages["calibrate"] = {"seconds": round(time.perf_counter() - t0, 3)}
+    prog.write_state(storage, layout, cfg.index.name, {
+        "run_id": rp.run_id, "mode": rp.mode, "collection": rp.collection, "live_before": rp.live_before,
+        "status": "running", "fingerprint": prog.fingerprint_json(cfg.vector_fingerprint()),
+        "calibration": rp.calibration, "bm25": rp.bm25, "started_at": time.time()})
+
+    live_hashes = prog.read_hashes(storage, layout, rp.live_before) if (
+        rp.mode == "incremental" and rp.live_before) else None
+    live_ref = ray.put(prog.hashes_as_dict(live_hashes)) if live_hashes is not None else None
+
+    # Resume: skip fragments an earlier attempt of this run finished.
+    records = prog.load_records(storage, layout, rp.run_id) if rp.resumed else None
+    done = records.completed_fragments(p.fragments) if records else set()
+    todo = [f for f in p.fragments if f.key not in done]
 
     stats_actor = start_stats_actor()
     reporter = StageReporter(stats_actor)
-    ds, Tokenize = _rows_dataset(p.fragments, cfg, layout.rejects_parts(run_id), storage, reporter)
-    ds = ds.map_batches(Tokenize(cfg.dense.model, cfg.dense.max_seq_length, cfg.dense.document_prefix, bm25, reporter),
+    ds, Tokenize = _rows_dataset(todo, cfg, layout.rejects_parts(rp.run_id), storage, reporter)
+    ds = ds.map_batches(Diff(live_ref, prog.rows_dir(layout, rp.run_id), storage, reporter),
                         batch_size=None, batch_format="numpy")
-    ds = _encode_stage(ds, cfg, placement, _encode_params(cfg, placement, dim, spec.quantization, calibration), reporter)
+    ds = ds.map_batches(Tokenize(cfg.dense.model, cfg.dense.max_seq_length, cfg.dense.document_prefix, rp.bm25,
+                                 reporter), batch_size=None, batch_format="numpy")
+    ds = _encode_stage(ds, cfg, placement, _encode_params(cfg, placement, dim, spec.quantization, rp.calibration),
+                       reporter)
     sink = make_datasink(
-        [("vectors", vfac, collection, is_single_writer(vfac)), ("text", tfac, collection, is_single_writer(tfac))],
-        run_id.replace(":", ""), reporter,
+        [("vectors", vfac, rp.collection, is_single_writer(vfac)), ("text", tfac, rp.collection, is_single_writer(tfac))],
+        rp.run_id, reporter, after_block=RecordWritten(storage, prog.written_dir(layout, rp.run_id)),
     )
     t0 = time.perf_counter()
-    if p.fragments:
+    if todo:
         ds.write_datasink(sink)
+    else:
+        _finalize_only(sink)
     pipeline_seconds = time.perf_counter() - t0
     stage_stats = ray.get(stats_actor.snapshot.remote())
     ray.kill(stats_actor)
 
-    store_rejects = sink.results.get("text", None)
-    extra_rejects = (store_rejects.rejects if store_rejects else []) + (
-        sink.results["vectors"].rejects if "vectors" in sink.results else [])
-    rejects = _merge_rejects(storage, layout, run_id, p, extra_rejects)
-    storage.write_parquet(layout.rejects(run_id), rejects)
-    storage.delete_prefix(layout.rejects_parts(run_id))
+    # Records of this run (all attempts): the source of exact counts.
+    records = prog.load_records(storage, layout, rp.run_id)
+    store_rejects = [r for res in sink.results.values() for r in res.rejects]
+    rejects = _merge_rejects(records.rejects, p, store_rejects)
+    refused = {i for i, _ in store_rejects}
+    current = records.rows
+    if refused:
+        mask = [i not in refused for i in current.column("id").to_pylist()]
+        current = current.filter(pa.array(mask))
 
-    n_vectors = sink.counts.get("vectors", 0)
-    n_text = sink.counts.get("text", 0)
-    rejected = rejects.num_rows
-    indexed = min(n_vectors, n_text)
-    enc = stage_stats.get("encode", {})
-    tok = stage_stats.get("tokenize", {})
-    counts = {
-        "input": p.total_rows,
-        "indexed": indexed,
-        "encoded": enc.get("rows", 0),
-        "rejected": rejected,
-        "truncated": tok.get("truncated", 0),
-        "unchanged": 0,
-        "deleted": 0,
-        "vector_store": n_vectors,
-        "text_store": n_text,
-        "tokens": tok.get("tokens", 0),
-    }
-    for name, s in stage_stats.items():
-        stages[name] = s
+    deleted = 0
+    t0 = time.perf_counter()
+    v2, t2 = vfac(), tfac()
+    try:
+        if rp.mode == "incremental" and live_hashes is not None:
+            now = set(current.column("id").to_pylist())
+            gone = [i for i in live_hashes.column("id").to_pylist() if i not in now]
+            if gone:
+                v2.delete(rp.collection, gone)
+                t2.delete(rp.collection, gone)
+                v2.finalize(rp.collection)
+                t2.finalize(rp.collection)
+            deleted = len(gone)
+        stages["delete"] = {"rows": deleted, "seconds": round(time.perf_counter() - t0, 3)}
+        prog.write_hashes(storage, layout, rp.collection, current)
+        hashes = prog.hashes_as_dict(current)
+        n_vectors, n_text = v2.count(rp.collection), t2.count(rp.collection)
+        states = current.column("state").to_pylist()
+        written_rows = {(f, r) for f, r, s in zip(current.column("file").to_pylist(),
+                                                   current.column("row").to_pylist(), states) if s != prog.UNCHANGED}
+        counts = {
+            "input": p.total_rows,
+            "indexed": n_vectors if n_vectors == n_text else min(n_vectors, n_text),
+            "encoded": len(written_rows & records.written),
+            "unchanged": sum(s == prog.UNCHANGED for s in states),
+            "changed": sum(s == prog.CHANGED for s in states),
+            "new": sum(s == prog.NEW for s in states),
+            "deleted": deleted,
+            "rejected": rejects.num_rows,
+            "truncated": stage_stats.get("tokenize", {}).get("truncated", 0),
+            "tokens": stage_stats.get("tokenize", {}).get("tokens", 0),
+            "vector_store": n_vectors,
+            "text_store": n_text,
+        }
+        t0 = time.perf_counter()
+        checks = {"counts": check_counts(counts["input"] - counts["rejected"], n_vectors, n_text, len(hashes)),
+                  "sample": check_sample(hashes, v2, t2, rp.collection, cfg.verify.sample_ids)}
+        if cfg.verify.golden_queries and cfg.verify.golden_qrels:
+            checks["golden"] = _golden_check(cfg, rp)
+        result = gate(checks)
+        stages["verify"] = {"seconds": round(time.perf_counter() - t0, 3)}
+    finally:
+        v2.close()
+        t2.close()
+
+    storage.write_parquet(layout.rejects(rp.run_id), rejects)
+    for name, st in stage_stats.items():
+        stages[name] = st
     stages["pipeline"] = {"rows": counts["encoded"], "seconds": round(pipeline_seconds, 3),
                           "rows_per_s": round(counts["encoded"] / max(pipeline_seconds, 1e-9), 2)}
+    enc = stage_stats.get("encode", {})
     if enc.get("tokens"):
         stages["encode"]["padding_share"] = round(
             enc.get("padding_tokens", 0) / max(1, enc["tokens"] + enc.get("padding_tokens", 0)), 4)
 
-    failures = []
-    if counts["input"] != indexed + rejected:
-        failures.append(f"input {counts['input']} != indexed {indexed} + rejected {rejected}")
-    if n_vectors != n_text:
-        failures.append(f"vector store has {n_vectors} chunks but text store has {n_text}")
-
     version = {
-        "collection": collection,
-        "run_id": run_id,
+        "collection": rp.collection,
+        "run_id": rp.run_id,
         "model": {"ref": cfg.dense.model, "path": resolve_model(cfg.dense.model), "dim": model_dim,
                   "max_seq_length": info.max_seq_length},
-        "dense": {"dim": dim, "quantization": spec.quantization, "calibration": calibration,
+        "dense": {"dim": dim, "quantization": spec.quantization, "calibration": rp.calibration,
                   "rescore": spec.rescore, "query_prefix": cfg.dense.query_prefix},
-        "sparse": {"kind": cfg.sparse.kind.value, "model": cfg.sparse.model, "bm25": bm25},
+        "sparse": {"kind": cfg.sparse.kind.value, "model": cfg.sparse.model, "bm25": rp.bm25},
         "text": {"analyzer": cfg.text_store.analyzer.value},
         "fingerprint": cfg.vector_fingerprint(),
-        "count": indexed,
+        "count": counts["indexed"],
     }
-    storage.write_json(layout.version_manifest(collection), version)
+    storage.write_json(layout.version_manifest(rp.collection), version)
 
-    alias_moved = False
-    dropped: list[str] = []
-    if not failures:
-        v2, t2 = vfac(), tfac()
-        try:
-            v2.set_alias(cfg.index.name, collection)
-            t2.set_alias(cfg.index.name, collection)
-            alias_moved = True
-            keep = sorted(set(existing) | {collection}, key=version_number)[-cfg.index.keep_versions:]
-            for old in existing:
-                if old not in keep:
-                    v2.drop_collection(old)
-                    t2.drop_collection(old)
-                    storage.delete_prefix(layout.hashes_dir(old))
-                    dropped.append(old)
-        finally:
-            v2.close()
-            t2.close()
-
+    alias_moved, dropped = False, []
+    if result.passed and rp.mode == "full":
+        alias_moved, dropped = publish(cfg, vfac, tfac, storage, layout, rp.collection, existing)
     manifest = {
-        "run_id": run_id,
-        "status": "succeeded" if not failures else "failed",
-        "failures": failures,
+        "run_id": rp.run_id,
+        "status": "succeeded" if result.passed else "failed",
+        "failures": result.failures,
+        "mode": rp.mode,
+        "mode_reason": rp.reason,
+        "resumed": rp.resumed,
+        "skipped_fragments": len(done),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t_start)),
         "seconds": round(time.time() - t_start, 3),
         "config": dump_config(cfg),
@@ -414,15 +516,94 @@ def run(cfg: JobConfig, *, full: bool = False) -> dict[str, Any]:
         "sparse": version["sparse"],
         "text": version["text"],
         "counts": counts,
-        "rejects_path": layout.rejects(run_id),
+        "rejects_path": layout.rejects(rp.run_id),
         "stages": stages,
+        "verification": result.to_json(),
         "placement": placement.__dict__,
-        "versions": {"before": live_before, "after": collection if alias_moved else live_before,
-                     "built": collection, "dropped": dropped},
+        "versions": {"before": rp.live_before, "built": rp.collection,
+                     "after": rp.collection if (alias_moved or (rp.mode == "incremental" and result.passed))
+                     else rp.live_before, "dropped": dropped},
         "alias_moved": alias_moved,
-        "mode": "full",
     }
-    storage.write_json(layout.run_manifest(run_id), manifest)
-    if failures:
-        raise RunFailed("; ".join(failures), manifest)
+    storage.write_json(layout.run_manifest(rp.run_id), manifest)
+    prog.write_state(storage, layout, cfg.index.name, {"run_id": rp.run_id, "status": manifest["status"],
+                                                       "collection": rp.collection, "finished_at": time.time()})
+    storage.delete_prefix(layout.rejects_parts(rp.run_id))
+    storage.delete_prefix(prog.rows_dir(layout, rp.run_id))
+    storage.delete_prefix(prog.written_dir(layout, rp.run_id))
+    if not result.passed:
+        raise RunFailed("; ".join(result.failures), manifest)
     return manifest
+
+
+def _finalize_only(sink) -> None:
+    """Nothing left to encode (all fragments done or no input): still open and finalise the stores."""
+    sink.on_write_start()
+
+    class _WR:
+        write_returns: list = []
+
+    sink.on_write_complete(_WR())
+
+
+def publish(cfg: JobConfig, vfac, tfac, storage: Storage, layout: Layout, collection: str,
+            existing: list[str]) -> tuple[bool, list[str]]:
+    """Point the alias at ``collection`` in both stores; keep the newest ``index.keep_versions``."""
+    v, t = vfac(), tfac()
+    dropped = []
+    try:
+        v.set_alias(cfg.index.name, collection)
+        t.set_alias(cfg.index.name, collection)
+        keep = sorted(set(existing) | {collection}, key=version_number)[-cfg.index.keep_versions:]
+        for old in existing:
+            if old not in keep:
+                v.drop_collection(old)
+                t.drop_collection(old)
+                storage.delete_prefix(layout.hashes_dir(old))
+                dropped.append(old)
+    finally:
+        v.close()
+        t.close()
+    return True, dropped
+
+
+def _golden_check(cfg: JobConfig, rp: RunPlan) -> dict[str, Any]:
+    from .eval import load_qrels, load_queries, run_eval
+    from .search import Searcher
+    from .verify import check_golden
+
+    queries, qrels = load_queries(cfg.verify.golden_queries), load_qrels(cfg.verify.golden_qrels)
+
+    def ndcg(collection: str) -> float:
+        s = Searcher(cfg, collection=collection)
+        try:
+            return run_eval(s, queries, qrels, modes=["hybrid"])["modes"]["hybrid"]["ndcg@10"]
+        finally:
+            s.close()
+
+    live = ndcg(rp.live_before) if rp.live_before and rp.live_before != rp.collection else None
+    return check_golden(ndcg(rp.collection), live, cfg.verify.max_ndcg_drop)
+
+
+def rollback(cfg: JobConfig, to: str | None = None) -> dict[str, Any]:
+    """Move the alias back to the previous version (or to ``to``) in both stores."""
+    spec = VectorSpec(dim=1, quantization="none", sparse=True)
+    vfac, tfac = vector_store_factory(cfg, spec), text_store_factory(cfg)
+    v, t = vfac(), tfac()
+    try:
+        live = v.get_alias(cfg.index.name)
+        versions = sorted(set(v.list_collections(cfg.index.name + "_v")) & set(t.list_collections(cfg.index.name + "_v")),
+                          key=version_number)
+        if to is None:
+            older = [c for c in versions if version_number(c) < version_number(live or "")]
+            if not older:
+                raise RuntimeError(f"no version older than {live} is kept (versions: {versions})")
+            to = older[-1]
+        if to not in versions:
+            raise RuntimeError(f"version {to} is not present in both stores (versions: {versions})")
+        v.set_alias(cfg.index.name, to)
+        t.set_alias(cfg.index.name, to)
+    finally:
+        v.close()
+        t.close()
+    return {"alias": cfg.index.name, "from": live, "to": to, "versions": versions}

@@ -230,12 +230,15 @@ def _to_numpy_batch(block) -> Batch:
     return BlockAccessor.for_block(block).to_batch_format("numpy")
 
 
-def make_datasink(targets: list[tuple[str, StoreFactory, str, bool]], run_tag: str, reporter=None):
+def make_datasink(targets: list[tuple[str, StoreFactory, str, bool]], run_tag: str, reporter=None,
+                  after_block: Callable[[Batch], None] | None = None, retries: int = 5):
     """Build a Ray ``Datasink`` that writes every block to each target.
 
     ``targets`` holds ``(label, store_factory, collection, single_writer)``. Each write task returns
     ``{label: WriteResult}``; ``on_write_complete`` finalises every store and records the totals in
     ``sink.results`` (label -> WriteResult) and ``sink.counts`` (label -> count after finalising).
+    Transient store errors are retried with backoff (``retries``); ``after_block`` runs once every
+    store has acknowledged a block (the pipeline records progress there).
     """
     import ray
     from ray.data import Datasink
@@ -274,13 +277,17 @@ def make_datasink(targets: list[tuple[str, StoreFactory, str, bool]], run_tag: s
                     for label, factory, collection, single in self.targets:
                         if single:
                             writer = ray.get_actor(f"indexer-writer-{label}-{run_tag}")
-                            res = ray.get(writer.upsert.remote(batch))
+                            res = retry_transient(lambda: ray.get(writer.upsert.remote(batch)), retries=retries,
+                                                  what=f"{label} write")
                         else:
                             store = opened.get(label) or opened.setdefault(label, factory())
-                            t0 = time.perf_counter()
-                            res = store.upsert(collection, batch)
-                            res.seconds = time.perf_counter() - t0
+                            t1 = time.perf_counter()
+                            res = retry_transient(lambda: store.upsert(collection, batch), retries=retries,
+                                                  what=f"{label} write")
+                            res.seconds = time.perf_counter() - t1
                         out[label] = out[label].merge(res)
+                    if after_block is not None:
+                        after_block(batch)
                     if reporter is not None and reporter.actor is not None:
                         from ..stats import _node_id
 
