@@ -68,8 +68,9 @@ class StageReporter:
 
     @contextmanager
     def measure(self, stage: str, rows: int, extra: dict[str, float] | None = None):
+        extra = {} if extra is None else extra
         start = time.time()
         t0 = time.perf_counter()
-        yield extra if extra is not None else {}
+        yield extra
         if self.actor is not None:
             self.actor.record.remote(stage, rows, time.perf_counter() - t0, start, time.time(), _node_id(), extra)

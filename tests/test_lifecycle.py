@@ -1,0 +1,235 @@
+"""Scheduled re-indexing on real Ray: incremental runs, deletes, the verification gate, and the faults
+a nightly job must survive (encoder actor killed, transient sink failures, driver killed)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexer.config import load_config
+from indexer.pipeline import RunFailed, run, vector_spec
+from indexer.sample import _chunks
+from indexer.search import Searcher
+from indexer.sinks.base import TransientStoreError, WriteResult
+from indexer.sinks.factory import text_store_factory, vector_store_factory
+from tests.conftest import ROOT, write_parquet
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+
+_DOCS = None
+
+
+def docs(n: int) -> list[dict]:
+    global _DOCS
+    if _DOCS is None:
+        _DOCS = [{"id": c["id"], "title": c["title"], "text": c["text"][:160], "module": c["module"]} for c in _chunks()]
+    assert len(_DOCS) >= n
+    return [dict(d) for d in _DOCS[:n]]
+
+
+def cfg_for(tmp: Path, *extra: str):
+    return load_config(ROOT / "configs" / "local.yaml",
+                       [f"corpus.path={tmp / 'corpus'}", "corpus.sample=false", f"index.dir={tmp / 'index'}",
+                        "encode.block_rows=50", "dense.dim=128", *extra])
+
+
+def test_incremental_change_remove_add(tmp_path):
+    rows = docs(1000)
+    write_parquet(tmp_path / "corpus" / "part.parquet", rows, row_group_size=250)
+    cfg = cfg_for(tmp_path)
+    m1 = run(cfg)
+    assert (m1["mode"], m1["counts"]["encoded"], m1["counts"]["indexed"]) == ("full", 1000, 1000)
+
+    changed = rows[:50]
+    for r in changed:
+        r["text"] = r["text"] + " (revised)"
+    kept = rows[:900]  # rows 900..999 change nothing but 950..999 are removed below
+    removed_ids = [r["id"] for r in rows[950:]]
+    added = [{"id": f"new.{i}", "title": "brand new", "text": f"freshly added chunk number {i} about zebras",
+              "module": "new"} for i in range(50)]
+    write_parquet(tmp_path / "corpus" / "part.parquet", kept + rows[900:950] + added, row_group_size=250)
+    m2 = run(cfg)
+    c = m2["counts"]
+    assert m2["mode"] == "incremental"
+    assert (c["encoded"], c["deleted"], c["unchanged"], c["indexed"]) == (100, 50, 900, 1000)
+    assert c["input"] == c["indexed"] + c["rejected"]
+
+    s = Searcher(cfg)
+    try:
+        assert s.search("freshly added chunk number 7 about zebras", mode="bm25", k=1)[0].id == "new.7"
+        got = s.text.retrieve(s.collection, [removed_ids[0], changed[0]["id"]])
+        assert removed_ids[0] not in got and got[changed[0]["id"]]["text"].endswith("(revised)")
+        assert s.vectors.count(s.collection) == 1000
+    finally:
+        s.close()
+
+    m3 = run(cfg)
+    assert (m3["counts"]["encoded"], m3["counts"]["deleted"], m3["counts"]["unchanged"]) == (0, 0, 1000)
+
+
+def test_vector_setting_change_forces_full_rebuild(tmp_path):
+    write_parquet(tmp_path / "corpus" / "p.parquet", docs(60))
+    run(cfg_for(tmp_path))
+    m = run(cfg_for(tmp_path, "dense.quantization=int8"))
+    assert m["mode"] == "full" and "dense.quantization" in m["mode_reason"] and m["alias_moved"]
+    assert m["dense"]["calibration"]["kind"] == "int8"
+
+
+# -- faults ---------------------------------------------------------------------------------
+
+class FlakyStore:
+    """Wraps a real store; the first attempt of every third block fails with a transient error."""
+
+    single_writer = True  # wraps the embedded engines: written through one actor
+
+    def __init__(self, inner_factory, marker_dir: str):
+        self.inner = inner_factory()
+        self.marker_dir = marker_dir
+
+    def upsert(self, collection, batch):
+        first = str(batch["id"][0])
+        marker = Path(self.marker_dir, first.replace("/", "_"))
+        if hash(first) % 3 == 0 and not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("failed once")
+            raise TransientStoreError(f"injected 503 for block starting at {first}")
+        return self.inner.upsert(collection, batch)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class DroppingStore(FlakyStore):
+    """Acknowledges every write but silently loses one chunk per block: an inconsistent store."""
+
+    def upsert(self, collection, batch):
+        keep = {k: v[1:] for k, v in batch.items()}
+        self.inner.upsert(collection, keep)
+        return WriteResult(written=len(batch["id"]))
+
+
+def _factory(cls, inner, marker):
+    return functools.partial(cls, inner, marker)
+
+
+@pytest.fixture()
+def by_value():
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_transient_sink_failures_are_retried(tmp_path, by_value):
+    write_parquet(tmp_path / "corpus" / "p.parquet", docs(300), row_group_size=60)
+    cfg = cfg_for(tmp_path, "encode.block_rows=20")
+    spec = vector_spec(cfg, 128)
+    vf = _factory(FlakyStore, vector_store_factory(cfg, spec), str(tmp_path / "markers_v"))
+    tf = _factory(FlakyStore, text_store_factory(cfg), str(tmp_path / "markers_t"))
+    m = run(cfg, store_factories=(vf, tf))
+    assert len(list((tmp_path / "markers_v").iterdir())) > 0  # failures did happen
+    c = m["counts"]
+    assert (c["indexed"], c["encoded"], c["vector_store"], c["text_store"]) == (300, 300, 300, 300)
+
+
+def test_gate_blocks_inconsistent_store(tmp_path, by_value):
+    write_parquet(tmp_path / "corpus" / "p.parquet", docs(80))
+    cfg = cfg_for(tmp_path)
+    first = run(cfg)
+    spec = vector_spec(cfg, 128)
+    tf = _factory(DroppingStore, text_store_factory(cfg), str(tmp_path / "m"))
+    with pytest.raises(RunFailed) as e:
+        run(cfg, full=True, store_factories=(vector_store_factory(cfg, spec), tf))
+    m = e.value.manifest
+    assert not m["alias_moved"] and m["status"] == "failed"
+    assert any(f.startswith("counts:") for f in m["failures"])
+    assert "text store" in str(e.value)
+    s = Searcher(cfg)
+    try:
+        assert s.collection == first["versions"]["built"]  # still serving the old version
+    finally:
+        s.close()
+
+
+def _ray_procs() -> set[int]:
+    import psutil
+
+    out = set()
+    for p in psutil.process_iter(["pid", "cmdline", "name"]):
+        cmd = " ".join(p.info.get("cmdline") or [])
+        if "ray::" in cmd or "raylet" in cmd or "gcs_server" in cmd or "ray/_private" in cmd or "dashboard" in cmd:
+            out.add(p.info["pid"])
+    return out
+
+
+def test_encoder_actor_killed_mid_run(tmp_path):
+    import psutil
+
+    write_parquet(tmp_path / "corpus" / "p.parquet", docs(400), row_group_size=100)
+    cfg = cfg_for(tmp_path, "encode.block_rows=20")
+    killed: list[int] = []
+
+    def killer():
+        deadline = time.time() + 240
+        written = tmp_path / "index" / "runs"
+        while time.time() < deadline and not killed:
+            if any(written.glob("*/written/*.parquet")):
+                for p in psutil.process_iter(["pid", "cmdline"]):
+                    cmd = " ".join(p.info.get("cmdline") or [])
+                    if "MapBatches(Encode)" in cmd:
+                        os.kill(p.info["pid"], signal.SIGKILL)
+                        killed.append(p.info["pid"])
+                        return
+            time.sleep(0.2)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    m = run(cfg)
+    t.join(5)
+    assert killed, "the encoder actor was never found to kill"
+    c = m["counts"]
+    assert (c["indexed"], c["encoded"], c["vector_store"], c["text_store"]) == (400, 400, 400, 400)
+
+
+def test_driver_killed_then_rerun_resumes(tmp_path):
+    write_parquet(tmp_path / "corpus" / "p.parquet", docs(600), row_group_size=50)
+    args = [sys.executable, "-m", "indexer.cli", "run", str(ROOT / "configs" / "local.yaml"), "--json",
+            "--set", f"corpus.path={tmp_path / 'corpus'}", "--set", "corpus.sample=false",
+            "--set", f"index.dir={tmp_path / 'index'}", "--set", "encode.block_rows=25", "--set", "dense.dim=128"]
+    before = _ray_procs()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env=env, cwd=ROOT)
+    deadline = time.time() + 300
+    written = tmp_path / "index" / "runs"
+    while time.time() < deadline and len(list(written.glob("*/written/*.parquet"))) < 6:
+        assert proc.poll() is None, "the job finished before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for pid in _ray_procs() - before:  # the driver's local Ray dies with its machine
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    state = json.loads((tmp_path / "index" / "state" / "chunks.json").read_text())
+    assert state["status"] == "running"
+
+    out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    m = json.loads(out.stdout)
+    c = m["counts"]
+    assert m["resumed"] and m["skipped_fragments"] >= 1 and m["run_id"] == state["run_id"]
+    assert (c["input"], c["indexed"], c["rejected"], c["vector_store"], c["text_store"]) == (600, 600, 0, 600, 600)
+    assert c["encoded"] == 600 and m["alias_moved"]
