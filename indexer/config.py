@@ -206,6 +206,8 @@ class VectorStoreConfig(_Section):
 class ElasticsearchConfig(_Section):
     """Elasticsearch connection; credentials are read from the environment variables named here."""
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # a bad host URL may carry a password
+
     hosts: list[str] = Field(default_factory=lambda: ["http://localhost:9200"])
     api_key_env: str = Field("ES_API_KEY", description="Env var with an API key (preferred).")
     username_env: str = Field("ES_USERNAME", description="Env var with a basic-auth user.")
@@ -214,11 +216,28 @@ class ElasticsearchConfig(_Section):
     request_timeout: float = Field(60.0, gt=0)
     shards: int = Field(1, ge=1)
     replicas: int = Field(1, ge=0)
+    refresh_interval: str = Field("1s", description="Restored by finalize; the bulk load runs with -1 (off).")
     chunk_docs: int = Field(500, ge=1)
     chunk_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_retries: int = Field(5, ge=0)
     initial_backoff: float = Field(1.0, gt=0)
     max_backoff: float = Field(60.0, gt=0)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_ok(cls, v: list[str]) -> list[str]:
+        from urllib.parse import urlsplit
+
+        for i, host in enumerate(v):
+            parts = urlsplit(host)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"hosts[{i}] must be an http:// or https:// URL with a host, e.g. http://localhost:9200")
+            if "@" in parts.netloc:
+                raise ValueError(f"hosts[{i}] must not carry credentials (user:password@); set the environment "
+                                 "variables named by api_key_env or username_env / password_env")
+        if not v:
+            raise ValueError("hosts needs at least one URL")
+        return v
 
 
 class TextStoreConfig(_Section):

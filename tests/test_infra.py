@@ -615,7 +615,7 @@ def test_compose_backends():
     assert services["qdrant"]["image"].startswith("qdrant/qdrant:")
     assert {6333, 6334} <= container_ports(services["qdrant"])
     es = services["elasticsearch"]
-    assert re.search(r"elasticsearch:8\.\d+\.\d+$", _default(es["image"])), es["image"]
+    assert re.search(r"elasticsearch:9\.\d+\.\d+$", _default(es["image"])), es["image"]  # = client major
     assert es["environment"]["discovery.type"] == "single-node"
     assert "xpack.security.enabled" in es["environment"]
     assert 9200 in container_ports(es)

@@ -1,0 +1,93 @@
+"""The whole job against real servers (``docker compose -f infra/compose.yaml up -d``).
+
+Each test runs when its server's URL is set and is skipped otherwise:
+
+* ``ES_URL`` (e.g. ``http://localhost:9200``): Elasticsearch as the text store. Credentials, when
+  the cluster has security on, come from ``ES_API_KEY`` or ``ES_USERNAME`` / ``ES_PASSWORD``; a
+  private CA from ``ES_CA_CERTS``.
+
+Run with ``.venv/bin/pytest -q -m integration tests/integration``. Every test writes under a fresh
+index name and deletes what it created.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from indexer.config import load_config
+from indexer.pipeline import run
+from indexer.sample import _chunks
+from tests.conftest import write_parquet
+
+ES_URL = os.environ.get("ES_URL")
+
+
+def _docs(n: int) -> list[dict]:
+    out = []
+    for c in _chunks():
+        out.append({"id": c["id"], "title": c["title"], "text": c["text"][:600], "module": c["module"]})
+        if len(out) == n:
+            return out
+    raise AssertionError("sample corpus too small")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not ES_URL, reason="set ES_URL (e.g. http://localhost:9200) to run against Elasticsearch")
+@pytest.mark.usefixtures("ray_local")
+def test_elasticsearch_text_store_full_and_incremental_job(tmp_path):
+    from indexer.search import Searcher
+    from indexer.sinks.elasticsearch import ElasticsearchTextStore
+
+    name = f"it-es-{uuid.uuid4().hex[:8]}"
+    docs = _docs(80)
+    write_parquet(tmp_path / "corpus" / "a.parquet", docs)
+    overrides = [
+        f"corpus.path={tmp_path / 'corpus'}", "corpus.sample=false", f"index.dir={tmp_path / 'index'}",
+        f"index.name={name}", "encode.block_rows=64", "text_store.kind=elasticsearch",
+        f"text_store.elasticsearch.hosts=[{ES_URL}]", "text_store.elasticsearch.replicas=0",
+        "text_store.elasticsearch.chunk_docs=32",
+    ]
+    if os.environ.get("ES_CA_CERTS"):
+        overrides.append(f"text_store.elasticsearch.ca_certs={os.environ['ES_CA_CERTS']}")
+    cfg = load_config("configs/local.yaml", overrides)
+    store = ElasticsearchTextStore(cfg.text_store)
+    try:
+        m = run(cfg)
+        c = m["counts"]
+        assert m["status"] == "succeeded" and m["alias_moved"], m["failures"]
+        assert c["input"] == c["indexed"] == c["text_store"] == c["vector_store"] == 80 and c["rejected"] == 0
+        built = m["versions"]["built"]
+        assert store.get_alias(name) == built
+        assert store.count(name) == 80  # through the alias
+        settings = store._client.indices.get_settings(index=built)[built]["settings"]["index"]
+        assert settings["refresh_interval"] == "1s" and settings["number_of_replicas"] == "0"
+        assert settings["similarity"]["default"]["k1"] == str(cfg.text_store.bm25_k1)
+
+        target = docs[7]
+        hits = store.search_bm25(name, target["text"][:200], k=5)
+        assert hits and hits[0].id == target["id"]
+        assert hits[0].payload["text"] == target["text"]
+        assert hits[0].payload["metadata"] == {"module": target["module"]}
+        s = Searcher(cfg)
+        try:
+            assert s.search(target["text"][:200], mode="bm25", k=5)[0].id == target["id"]
+            assert s.search(target["text"][:200], mode="hybrid", k=5)[0].id == target["id"]
+        finally:
+            s.close()
+
+        # Incremental: one chunk changed, one gone.
+        changed = dict(docs[3], text=docs[3]["text"] + " zymurgical addendum")
+        write_parquet(tmp_path / "corpus" / "a.parquet", [changed, *docs[:3], *docs[4:-1]])
+        m2 = run(cfg)
+        assert m2["mode"] == "incremental" and m2["status"] == "succeeded", m2["failures"]
+        assert m2["counts"]["deleted"] == 1 and m2["counts"]["changed"] == 1
+        assert store.count(name) == 79
+        assert store.retrieve(name, [docs[-1]["id"]]) == {}
+        assert store.search_bm25(name, "zymurgical", k=3)[0].id == changed["id"]
+    finally:
+        for coll in store.list_collections(name + "_v"):
+            store.drop_collection(coll)
+        store.close()
