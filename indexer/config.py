@@ -51,6 +51,7 @@ class FusionKind(str, Enum):
     rrf = "rrf"  # reciprocal rank fusion: sum 1 / (k + rank)
     weighted_rrf = "weighted_rrf"  # RRF with a weight per mode
     dbsf = "dbsf"  # distribution-based score fusion: scores normalised by mean +- 3 std, weighted sum
+    minmax = "minmax"  # scores min-max normalised per list, weighted sum
 
 
 class VectorStoreKind(str, Enum):

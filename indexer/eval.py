@@ -99,8 +99,9 @@ def run_eval(searcher: Searcher, queries: dict[str, str], qrels: Qrels, k: int =
     """Evaluate every mode; hybrid variants (``settings``) fuse the same per-mode candidate lists."""
     qids = [q for q in qrels if q in queries]
     qrels = {q: qrels[q] for q in qids}
-    depth = max(100, k, searcher.cfg.search.candidates)
     modes = list(modes)
+    variants = settings if settings is not None else ([("hybrid", searcher.settings)] if "hybrid" in modes else [])
+    depth = max([100, k] + [s.candidates for _, s in variants])
     base = [m for m in ("dense", "sparse", "bm25") if m in modes or "hybrid" in modes]
     if searcher.version["sparse"]["kind"] == "none":
         base = [m for m in base if m != "sparse"]
@@ -127,7 +128,6 @@ def run_eval(searcher: Searcher, queries: dict[str, str], qrels: Qrels, k: int =
                 "latency_ms_p50": round(1000 * percentile(latency[m], 50), 3),
                 "latency_ms_p95": round(1000 * percentile(latency[m], 95), 3),
             }
-    variants = settings if settings is not None else ([("hybrid", searcher.settings)] if "hybrid" in modes else [])
     for name, s in variants:
         fused = {}
         for qid in qids:
@@ -136,7 +136,7 @@ def run_eval(searcher: Searcher, queries: dict[str, str], qrels: Qrels, k: int =
         results["modes"][name] = evaluate(_as_run(fused), qrels, k) | {
             "latency_ms_p50": round(1000 * percentile(lat, 50), 3),
             "latency_ms_p95": round(1000 * percentile(lat, 95), 3),
-            "fusion": s.fusion.value, "rrf_k": s.rrf_k, "weights": s.weights, "fused": list(s.modes),
+            **s.describe(),
         }
     results["query_encode_ms_mean"] = round(1000 * statistics.mean(encode_s), 3) if encode_s else 0.0
     return results

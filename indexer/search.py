@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .config import FusionKind, JobConfig
-from .fusion import dbsf, rrf
+from .fusion import dbsf, minmax, rrf
 from .manifest import Layout, read_version
 from .quantize import Calibration, asymmetric_scores, quantize_scalar, unpack_binary
 from .sinks.base import Hit, SparseQuery, VectorSpec
@@ -38,12 +38,39 @@ class EncodedQuery:
 
 @dataclass
 class Settings:
-    """Fusion settings (defaults from the config; eval sweeps vary them)."""
+    """How hybrid search fuses the modes (defaults from the config's ``search`` section; eval sweeps vary them)."""
 
     fusion: FusionKind = FusionKind.rrf
     rrf_k: int = 60
     weights: dict[str, float] = field(default_factory=lambda: {"dense": 1.0, "sparse": 1.0, "bm25": 1.0})
     modes: tuple[str, ...] = ("dense", "sparse", "bm25")
+    candidates: int = 100
+
+    @classmethod
+    def from_config(cls, cfg: JobConfig) -> "Settings":
+        s = cfg.search
+        return cls(s.fusion, s.rrf_k, dict(s.weights), tuple(s.modes), s.candidates)
+
+    def describe(self) -> dict[str, Any]:
+        return {"fusion": self.fusion.value, "rrf_k": self.rrf_k, "weights": dict(self.weights),
+                "fused": list(self.modes), "candidates": self.candidates}
+
+
+def fuse(per_mode: dict[str, list[Hit]], k: int, settings: Settings) -> list[Hit]:
+    """Fuse the per-mode hit lists named in ``settings.modes`` (each cut to ``settings.candidates``).
+
+    ``rrf`` ignores weights; ``weighted_rrf``, ``dbsf`` and ``minmax`` apply them. A mode the
+    index does not have (no list in ``per_mode``) is left out, never an error.
+    """
+    s = settings
+    lists = {m: per_mode[m][: s.candidates] for m in s.modes if m in per_mode}
+    if s.fusion in (FusionKind.dbsf, FusionKind.minmax):
+        fn = dbsf if s.fusion == FusionKind.dbsf else minmax
+        fused = fn({m: [(h.id, h.score) for h in hs] for m, hs in lists.items()}, s.weights)
+    else:
+        weights = s.weights if s.fusion == FusionKind.weighted_rrf else None
+        fused = rrf({m: [h.id for h in hs] for m, hs in lists.items()}, s.rrf_k, weights)
+    return [Hit(doc, score) for doc, score in fused[:k]]
 
 
 class Searcher:
@@ -74,7 +101,7 @@ class Searcher:
         self.device = device
         self._dense_model = None
         self._splade = None
-        self.settings = Settings(cfg.search.fusion, cfg.search.rrf_k, dict(cfg.search.weights), tuple(cfg.search.modes))
+        self.settings = Settings.from_config(cfg)
         self.timings: dict[str, list[float]] = {}
 
     # -- encoding ---------------------------------------------------------------------------
@@ -87,15 +114,19 @@ class Searcher:
             self._dense_model = DenseModel(m["ref"], self.device, "float32", m["max_seq_length"])
         return self._dense_model
 
-    def encode(self, queries: Sequence[str]) -> list[EncodedQuery]:
-        """Encode queries for every mode the index has (batched for the dense model)."""
+    def encode(self, queries: Sequence[str], dense_dim: int | None = None) -> list[EncodedQuery]:
+        """Encode queries for every mode the index has (batched for the dense model).
+
+        Dense vectors are truncated to the index's dimension, or to ``dense_dim`` (eval sweeps ask
+        for the model's full dimension and truncate per setting themselves).
+        """
         import torch
 
         from .encoders.sparse import bm25_query
 
         out = [EncodedQuery(q) for q in queries]
         emb = self.dense_model.encode_texts(list(queries), prefix=self.version["dense"].get("query_prefix", ""))
-        x = torch.nn.functional.normalize(emb[:, : self.dim].float(), dim=1).cpu().numpy()
+        x = torch.nn.functional.normalize(emb[:, : dense_dim or self.dim].float(), dim=1).cpu().numpy()
         for eq, v in zip(out, x):
             eq.dense = v
         kind = self.version["sparse"]["kind"]
@@ -167,14 +198,7 @@ class Searcher:
         return out
 
     def fuse(self, per_mode: dict[str, list[Hit]], k: int, settings: Settings | None = None) -> list[Hit]:
-        s = settings or self.settings
-        lists = {m: h for m, h in per_mode.items() if m in s.modes}
-        if s.fusion == FusionKind.dbsf:
-            fused = dbsf({m: [(h.id, h.score) for h in hs] for m, hs in lists.items()}, s.weights)
-        else:
-            weights = s.weights if s.fusion == FusionKind.weighted_rrf else None
-            fused = rrf({m: [h.id for h in hs] for m, hs in lists.items()}, s.rrf_k, weights)
-        return [Hit(doc, score) for doc, score in fused[:k]]
+        return fuse(per_mode, k, settings or self.settings)
 
     # -- public -------------------------------------------------------------------------------
     def search(self, query: str, mode: str = "hybrid", k: int = 10, with_text: bool = True) -> list[Hit]:
@@ -182,7 +206,7 @@ class Searcher:
             raise SearchError(f"mode must be one of {MODES}, got {mode!r}")
         q = self.encode([query])[0]
         if mode == "hybrid":
-            cand = max(k, self.cfg.search.candidates)
+            cand = max(k, self.settings.candidates)
             hits = self.fuse(self.mode_hits(q, cand, self.settings.modes), k)
         else:
             hits = self.mode_hits(q, k, [mode]).get(mode, [])[:k]

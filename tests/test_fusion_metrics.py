@@ -71,3 +71,43 @@ def test_beir_loaders(tmp_path):
     bad.write_text('{"text": "no id"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:1"):
         load_queries(bad)
+
+
+def test_minmax_hand_computed():
+    from indexer.fusion import minmax
+
+    # dense 0.9, 0.7, 0.5 -> 1, 0.5, 0; bm25 12, 4 -> 1, 0
+    fused = dict(minmax({"dense": [("a", 0.9), ("b", 0.7), ("c", 0.5)], "bm25": [("b", 12.0), ("d", 4.0)]}))
+    assert fused == pytest.approx({"a": 1.0, "b": 1.5, "c": 0.0, "d": 0.0})
+    weighted = dict(minmax({"dense": [("a", 0.9), ("b", 0.7), ("c", 0.5)], "bm25": [("b", 12.0), ("d", 4.0)]},
+                           {"dense": 2.0, "bm25": 0.5}))
+    assert weighted == pytest.approx({"a": 2.0, "b": 1.5, "c": 0.0, "d": 0.0})
+    assert dict(minmax({"x": [("a", 3.0), ("b", 3.0)]})) == {"a": 1.0, "b": 1.0}
+
+
+def test_weighted_dbsf_hand_computed():
+    # one list of two: mean 2, std 1 -> (s - (-1)) / 6 -> 3: 4/6, 1: 2/6
+    fused = dict(dbsf({"dense": [("a", 3.0), ("b", 1.0)], "bm25": [("b", 5.0)]}, {"dense": 3.0, "bm25": 1.0}))
+    assert fused["a"] == pytest.approx(3 * 4 / 6)
+    assert fused["b"] == pytest.approx(3 * 2 / 6 + 0.5)
+
+
+def test_search_fuse_applies_settings():
+    from indexer.config import FusionKind
+    from indexer.search import Settings, fuse
+    from indexer.sinks.base import Hit
+
+    per_mode = {"dense": [Hit("a", 0.9), Hit("b", 0.8), Hit("c", 0.1)],
+                "sparse": [Hit("z", 9.0)],
+                "bm25": [Hit("c", 20.0), Hit("b", 10.0)]}
+    # sparse is not fused; each list is cut to 2 candidates, so dense's "c" does not count
+    s = Settings(FusionKind.rrf, 10, {"dense": 1.0, "sparse": 1.0, "bm25": 1.0}, ("dense", "bm25"), candidates=2)
+    got = {h.id: h.score for h in fuse(per_mode, 10, s)}
+    assert got == pytest.approx({"a": 1 / 11, "b": 1 / 12 + 1 / 12, "c": 1 / 11})
+    assert [h.id for h in fuse(per_mode, 2, s)] == ["b", "a"]
+    w = Settings(FusionKind.weighted_rrf, 10, {"dense": 2.0, "bm25": 1.0}, ("dense", "bm25"), candidates=2)
+    got = {h.id: h.score for h in fuse(per_mode, 10, w)}
+    assert got == pytest.approx({"a": 2 / 11, "b": 2 / 12 + 1 / 12, "c": 1 / 11})
+    # a mode the index lacks is skipped, never an error
+    only = Settings(FusionKind.minmax, 60, {"dense": 1.0}, ("dense", "sparse"), candidates=3)
+    assert [h.id for h in fuse({"dense": per_mode["dense"]}, 3, only)] == ["a", "b", "c"]
