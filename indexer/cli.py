@@ -108,7 +108,7 @@ def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonO
     else:
         err.print(_manifest_table(manifest))
         err.print({k: v for k, v in manifest["counts"].items()})
-        err.print(f"manifest: {Path(manifest['rejects_path']).parent / 'manifest.json'}")
+        err.print(f"manifest: {manifest['rejects_path'].rsplit('rejects.parquet', 1)[0]}manifest.json")
     raise typer.Exit(code)
 
 

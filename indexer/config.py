@@ -81,6 +81,21 @@ class S3Config(_Section):
     endpoint_url: str | None = Field(None, description="Custom endpoint for S3-compatible stores (MinIO, moto).")
     region: str | None = Field(None, description="AWS region; the credential chain's default when unset.")
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _no_userinfo(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if v is None:
+            return v
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host, e.g. http://localhost:9000")
+        if "@" in parts.netloc:
+            raise ValueError("must not carry credentials (user:password@); use the AWS credential chain "
+                             "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, or a pod role)")
+        return v.rstrip("/")
+
 
 class CorpusConfig(_Section):
     """Where the chunked corpus lives and which columns mean what."""
@@ -102,6 +117,10 @@ class IndexConfig(_Section):
     """Where the index and its run records live, and how versions are kept."""
 
     dir: str = Field(".indexer/local", description="Embedded stores, run manifests, rejects (local path or s3://).")
+    store_dir: str | None = Field(
+        None, description="Local directory for the embedded stores' files; None = index.dir. "
+        "Required with an s3:// index.dir and embedded stores (edge, tantivy, qdrant_local)."
+    )
     name: str = Field("chunks", description="Alias served to searchers; versions are '<name>_v<N>'.")
     keep_versions: int = Field(3, ge=1, description="Versions kept after a successful publish.")
     incremental: bool = Field(True, description="Re-encode only new/changed chunks when a live version exists.")
@@ -113,6 +132,13 @@ class IndexConfig(_Section):
 
         if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]{0,100}", v):
             raise ValueError("index.name must be lowercase letters, digits, '_' or '-' (it names collections)")
+        return v
+
+    @field_validator("store_dir")
+    @classmethod
+    def _store_dir_local(cls, v: str | None) -> str | None:
+        if v and v.startswith("s3://"):
+            raise ValueError("index.store_dir must be a local directory (embedded engines open files on disk)")
         return v
 
 
@@ -319,6 +345,18 @@ class JobConfig(_Section):
         if self.encode.max_workers is not None and self.encode.workers is not None:
             if self.encode.max_workers < self.encode.workers:
                 raise ValueError("encode.max_workers must be >= encode.workers")
+        if self.index.dir.startswith("s3://") and not self.index.store_dir:
+            embedded = []
+            if self.vector_store.kind == VectorStoreKind.edge or (
+                    self.vector_store.kind == VectorStoreKind.qdrant_local and not self.vector_store.qdrant.local_path):
+                embedded.append(f"vector_store.kind={self.vector_store.kind.value}")
+            if self.text_store.kind == TextStoreKind.tantivy:
+                embedded.append("text_store.kind=tantivy")
+            if embedded:
+                raise ValueError(
+                    f"index.dir is an S3 URI but {' and '.join(embedded)} keep their files on local disk: use the "
+                    "server stores (vector_store.kind=qdrant, text_store.kind=elasticsearch), or set index.store_dir "
+                    "to a local directory on the driver's node (run records still go to index.dir)")
         return self
 
     def vector_fingerprint(self) -> dict[str, Any]:

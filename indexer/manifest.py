@@ -10,6 +10,8 @@ index.dir/
   vectors/<collection>/            embedded vector store shard (edge)
   text/<collection>/               embedded BM25 index (tantivy)
 ```
+``index.dir`` may be an ``s3://`` URI; the embedded stores' directories then live under the local
+``index.store_dir`` instead (the run records stay in S3).
 """
 
 from __future__ import annotations

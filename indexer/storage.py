@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,29 @@ def split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+_CLIENTS: dict[tuple[str | None, str | None], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _s3_client(endpoint_url: str | None, region: str | None):
+    """One boto3 S3 client per (endpoint, region) and process: every task of a Ray worker reuses it."""
+    key = (endpoint_url, region)
+    with _CLIENTS_LOCK:  # creating clients is not thread-safe; using one is
+        if key not in _CLIENTS:
+            import boto3
+            from botocore.config import Config
+
+            # Credentials: boto3's standard chain only. Transient errors (throttling, 5xx) are retried.
+            # S3-compatible stores get checksums only where the API requires them (many reject the rest).
+            extra = {"request_checksum_calculation": "when_required",
+                     "response_checksum_validation": "when_required"} if endpoint_url else {}
+            _CLIENTS[key] = boto3.session.Session().client(
+                "s3", endpoint_url=endpoint_url, region_name=region,
+                config=Config(retries={"max_attempts": 8, "mode": "standard"}, **extra),
+            )
+        return _CLIENTS[key]
+
+
 class Storage:
     """Read/write bytes, JSON and Parquet under local paths or S3 URIs."""
 
@@ -49,11 +73,7 @@ class Storage:
     @property
     def client(self):
         if self._client is None:
-            import boto3
-
-            self._client = boto3.client(
-                "s3", endpoint_url=self.s3cfg.endpoint_url, region_name=self.s3cfg.region
-            )
+            self._client = _s3_client(self.s3cfg.endpoint_url, self.s3cfg.region)
         return self._client
 
     def __getstate__(self):
@@ -111,8 +131,13 @@ class Storage:
     def delete_prefix(self, prefix: str) -> None:
         if is_s3(prefix):
             bucket, _ = split_s3(prefix)
-            for uri in self.list(prefix):
-                self.client.delete_object(Bucket=bucket, Key=split_s3(uri)[1])
+            keys = [split_s3(uri)[1] for uri in self.list(prefix)]
+            for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+                resp = self.client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True})
+                if resp.get("Errors"):
+                    e = resp["Errors"][0]
+                    raise OSError(f"could not delete s3://{bucket}/{e.get('Key')}: {e.get('Code')} {e.get('Message')}")
             return
         shutil.rmtree(prefix, ignore_errors=True)
 

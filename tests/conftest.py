@@ -16,6 +16,11 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
+# Placeholder credentials for the loopback S3 server of tests/test_s3.py. Ray workers inherit their
+# environment when Ray starts, so the session's Ray gets them too (tests never reach real AWS).
+S3_TEST_ENV = {"AWS_ACCESS_KEY_ID": "AKIAINDEXERTEST00001", "AWS_SECRET_ACCESS_KEY": "indexer-test-secret-0d5f9a",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
 
 def write_parquet(path: Path, rows: list[dict] | pa.Table, row_group_size: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,7 +36,7 @@ def ray_local():
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}})
+                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **S3_TEST_ENV}})
     yield ray
     ray.shutdown()
 

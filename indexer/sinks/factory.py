@@ -11,7 +11,7 @@ from .base import StoreFactory, VectorSpec
 
 
 def vector_store_factory(cfg: JobConfig, spec: VectorSpec) -> StoreFactory:
-    layout = Layout(cfg.index.dir)
+    layout = Layout(cfg.index.store_dir or cfg.index.dir)  # embedded files stay on local disk
     kind = cfg.vector_store.kind
     if kind == VectorStoreKind.edge:
         from .qdrant_edge import EdgeVectorStore
@@ -26,7 +26,7 @@ def vector_store_factory(cfg: JobConfig, spec: VectorSpec) -> StoreFactory:
 
 
 def text_store_factory(cfg: JobConfig) -> StoreFactory:
-    layout = Layout(cfg.index.dir)
+    layout = Layout(cfg.index.store_dir or cfg.index.dir)  # embedded files stay on local disk
     if cfg.text_store.kind == TextStoreKind.tantivy:
         from .tantivy_text import TantivyTextStore
 

@@ -8,6 +8,7 @@ time, and keeps every row's file and row number so any problem can be reported p
 
 from __future__ import annotations
 
+import functools
 import glob as _glob
 import json
 import logging
@@ -29,19 +30,28 @@ class SourceError(RuntimeError):
     """The corpus location itself is unusable (nothing to read)."""
 
 
+@functools.lru_cache(maxsize=8)
+def _s3_filesystem(endpoint_url: str | None, region: str | None):
+    """One S3FileSystem per (endpoint, region) and process, reused for every file. Credentials come
+    from the standard AWS chain (environment, shared config/profile, web identity, instance or pod role)."""
+    from pyarrow import fs as pafs
+
+    kwargs: dict[str, Any] = {}
+    if endpoint_url:
+        kwargs["endpoint_override"] = endpoint_url
+        if endpoint_url.startswith("http://"):
+            kwargs["scheme"] = "http"
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
+
+
 def filesystem(path: str, s3: S3Config):
     """pyarrow filesystem + path within it. S3 uses the standard AWS credential chain."""
     from pyarrow import fs as pafs
 
     if path.startswith("s3://"):
-        kwargs: dict[str, Any] = {}
-        if s3.endpoint_url:
-            kwargs["endpoint_override"] = s3.endpoint_url
-            if s3.endpoint_url.startswith("http://"):
-                kwargs["scheme"] = "http"
-        if s3.region:
-            kwargs["region"] = s3.region
-        return pafs.S3FileSystem(**kwargs), path[len("s3://"):]
+        return _s3_filesystem(s3.endpoint_url, s3.region), path[len("s3://"):]
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
