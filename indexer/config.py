@@ -221,6 +221,11 @@ class QdrantServerConfig(_Section):
     batch_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     parallel: int = Field(4, ge=1, description="Uploads in flight per write task.")
     max_retries: int = Field(5, ge=0)
+    hnsw_m: int = Field(16, ge=4, description="HNSW degree set by finalize (the load runs with m=0: no graph).")
+    hnsw_ef_construct: int = Field(100, ge=8)
+    hnsw_ef: int = Field(128, ge=8, description="Search-time ef.")
+    exact: bool = Field(False, description="Brute-force dense search (exact, slower).")
+    ready_timeout: float = Field(3600.0, gt=0, description="Seconds finalize waits for the collection to turn green.")
     local_path: str | None = Field(None, description="For kind=qdrant_local: directory (None = under index.dir).")
 
 
