@@ -1,6 +1,7 @@
 import pytest
 
 from indexer.config import ConfigError, JobConfig, Quantization, apply_overrides, load_config, parse_override
+from tests.conftest import ROOT
 
 
 def test_overrides_parse_yaml_scalars():
@@ -60,3 +61,13 @@ def test_defaults_run_locally():
 def test_missing_file_is_clear(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_readme_config_reference_is_current():
+    """Every config key is documented in README.md (regenerate: python -m indexer.config_doc --write README.md)."""
+    from indexer.config_doc import BEGIN, END, reference_markdown
+
+    text = (ROOT / "README.md").read_text()
+    assert BEGIN in text and END in text, "README.md lacks the config reference markers"
+    current = text[text.index(BEGIN): text.index(END) + len(END)]
+    assert current == reference_markdown(), "README config reference is stale: python -m indexer.config_doc --write README.md"
