@@ -147,8 +147,13 @@ def search(config: Path, query: str, set_: Optional[List[str]] = SetOpt,
 @app.command("eval")
 def eval_cmd(config: Path, queries: Path = typer.Option(..., "--queries"), qrels: Path = typer.Option(..., "--qrels"),
              set_: Optional[List[str]] = SetOpt, k: int = typer.Option(10, "--k", min=1), json_out: bool = JsonOpt,
-             modes: str = typer.Option("hybrid,dense,sparse,bm25", "--modes", help="Comma-separated modes.")) -> None:
-    """Evaluate every search mode on BEIR-format queries and qrels."""
+             modes: str = typer.Option("hybrid,dense,sparse,bm25", "--modes", help="Comma-separated modes."),
+             sweep: Optional[List[str]] = typer.Option(
+                 None, "--sweep", help="Sweep an axis: axis=v1,v2 (repeatable; dims, quantization, oversample, "
+                 "fusion, rrf_k, hybrid, w_dense, w_sparse, w_bm25, candidates). Re-uses one encode pass."),
+             out: Optional[Path] = typer.Option(None, "--out", help="Write sweep.json/.md/.png here (implies a sweep).")
+             ) -> None:
+    """Evaluate every search mode on BEIR-format queries and qrels (or sweep settings: --sweep, --out)."""
     _setup_logging()
     logging.getLogger().setLevel(logging.WARNING)
     cfg = _load(config, set_)
@@ -156,6 +161,10 @@ def eval_cmd(config: Path, queries: Path = typer.Option(..., "--queries"), qrels
 
     from .eval import load_qrels, load_queries, run_eval
     from .search import Searcher
+
+    if sweep or out:
+        _eval_sweep(cfg, queries, qrels, sweep or [], out, k, json_out)
+        return
 
     with stdout_to_stderr(json_out):
         s = Searcher(cfg)
@@ -175,6 +184,35 @@ def eval_cmd(config: Path, queries: Path = typer.Option(..., "--queries"), qrels
         t.add_row(m, f"{r[f'ndcg@{k}']:.4f}", f"{r['recall@100']:.4f}", f"{r[f'mrr@{k}']:.4f}",
                   f"{r['latency_ms_p50']:.1f}", f"{r['latency_ms_p95']:.1f}")
     Console().print(t)
+
+
+def _eval_sweep(cfg: JobConfig, queries: Path, qrels: Path, sweep: List[str], out: Optional[Path], k: int,
+                json_out: bool) -> None:
+    from .eval import load_qrels, load_queries
+    from .search import Searcher
+    from .sweep import SweepError, markdown, parse_sweep, run_sweep, write_outputs
+
+    try:
+        axes = parse_sweep(sweep)
+    except SweepError as e:
+        err.print(f"[red]{e}[/red]")
+        raise typer.Exit(2) from None
+    with stdout_to_stderr(json_out):
+        s = Searcher(cfg)
+        try:
+            res = run_sweep(s, load_queries(queries), load_qrels(qrels), axes, k=k, progress=err.print)
+        except SweepError as e:
+            err.print(f"[red]{e}[/red]")
+            raise typer.Exit(2) from None
+        finally:
+            s.close()
+        if out:
+            res["outputs"] = write_outputs(res, out)
+            err.print(f"wrote {', '.join(res['outputs'].values())}")
+    if json_out:
+        _emit_json(res)
+    else:
+        sys.stdout.write(markdown(res))
 
 
 @app.command()

@@ -107,6 +107,7 @@ def run_eval(searcher: Searcher, queries: dict[str, str], qrels: Qrels, k: int =
         base = [m for m in base if m != "sparse"]
     per_mode: dict[str, dict[str, list]] = {m: {} for m in base}
     latency: dict[str, list[float]] = {m: [] for m in base}
+    coverage: dict[str, float] = {}
     encode_s: list[float] = []
     batch = 64
     for start in range(0, len(qids), batch):
@@ -115,6 +116,7 @@ def run_eval(searcher: Searcher, queries: dict[str, str], qrels: Qrels, k: int =
         encoded = searcher.encode([queries[q] for q in chunk])
         encode_s.append((time.perf_counter() - t0) / max(1, len(chunk)))
         for qid, eq in zip(chunk, encoded):
+            coverage[qid] = eq.coverage
             for m in base:
                 t0 = time.perf_counter()
                 per_mode[m][qid] = searcher.mode_hits(eq, depth, [m]).get(m, [])
@@ -131,12 +133,13 @@ def run_eval(searcher: Searcher, queries: dict[str, str], qrels: Qrels, k: int =
     for name, s in variants:
         fused = {}
         for qid in qids:
-            fused[qid] = searcher.fuse({m: per_mode[m][qid] for m in base if m in s.modes}, depth, s)
-        lat = [sum(latency[m][i] for m in base if m in s.modes) for i in range(len(qids))]
+            fused[qid] = searcher.fuse({m: per_mode[m][qid] for m in base if m in s.modes}, depth, s, coverage[qid])
+        lat = [sum(latency[m][i] for m in base if m in s.fused_modes(coverage[q])) for i, q in enumerate(qids)]
         results["modes"][name] = evaluate(_as_run(fused), qrels, k) | {
             "latency_ms_p50": round(1000 * percentile(lat, 50), 3),
             "latency_ms_p95": round(1000 * percentile(lat, 95), 3),
             **s.describe(),
+            "low_coverage_queries": sum(1 for q in qids if s.fused_modes(coverage[q]) != s.modes),
         }
     results["query_encode_ms_mean"] = round(1000 * statistics.mean(encode_s), 3) if encode_s else 0.0
     return results

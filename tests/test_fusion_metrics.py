@@ -111,3 +111,18 @@ def test_search_fuse_applies_settings():
     # a mode the index lacks is skipped, never an error
     only = Settings(FusionKind.minmax, 60, {"dense": 1.0}, ("dense", "sparse"), candidates=3)
     assert [h.id for h in fuse({"dense": per_mode["dense"]}, 3, only)] == ["a", "b", "c"]
+
+
+def test_low_vocabulary_coverage_falls_back_to_bm25():
+    from indexer.search import Settings, fuse, vocab_coverage
+    from indexer.sinks.base import Hit
+
+    en, zh = vocab_coverage("packaged:all-MiniLM-L6-v2", ["parse a JSON document", "《战国无双3》是由哪两个公司合作开发的？"])
+    assert en == 1.0 and zh < 0.6
+    s = Settings(min_coverage=0.9)
+    per_mode = {"dense": [Hit("a", 0.9)], "sparse": [Hit("b", 3.0)], "bm25": [Hit("c", 12.0), Hit("a", 2.0)]}
+    assert [h.id for h in fuse(per_mode, 10, s, coverage=zh)] == ["c", "a"]  # bm25 alone
+    assert {h.id for h in fuse(per_mode, 10, s, coverage=en)} == {"a", "b", "c"}
+    assert s.fused_modes(zh) == ("bm25",)
+    assert Settings(modes=("dense",), min_coverage=0.9).fused_modes(0.1) == ("dense",)  # nothing else to use
+    assert Settings(min_coverage=0.0).fused_modes(0.0) == ("dense", "sparse", "bm25")
