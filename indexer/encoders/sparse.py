@@ -3,8 +3,14 @@
 * ``bm25``: term frequencies of the model tokenizer's ids, saturated as in BM25
   (``tf * (k1 + 1) / (tf + k1 * (1 - b + b * len / avg_len))``); the vector store applies IDF
   (Qdrant's IDF modifier), so a dot product with a query of ones is the BM25 score.
-* ``splade``: learned sparse vectors from a sentence-transformers ``SparseEncoder`` (SPLADE, or
-  inference-free document-side models); loaded inside the encoder actor.
+* ``splade``: learned sparse vectors from a sentence-transformers ``SparseEncoder``, loaded inside
+  the encoder actor (documents) and by the searcher (queries). Two kinds of models work unchanged:
+  SPLADE (``naver/splade-cocondenser-ensembledistil``: an MLM head + max pooling on both sides)
+  and inference-free document-side models (``opensearch-project/opensearch-neural-sparse-encoding-doc-v3-distill``:
+  documents through the MLM head, queries through a static per-token weight table, so queries cost no
+  model forward). ``encode_document`` / ``encode_query`` route to the right side. Set
+  ``sparse.kind: splade`` and ``sparse.model: <hub name or local folder>``; the values are stored as
+  weights (no IDF modifier in the vector store).
 """
 
 from __future__ import annotations
