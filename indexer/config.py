@@ -162,7 +162,13 @@ class DenseConfig(_Section):
     query_prefix: str = Field("", description="Prepended to queries (e.g. 'query: ' for E5-style models).")
     document_prefix: str = Field("", description="Prepended to documents.")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="Model weights dtype; auto = bfloat16 on GPU, float32 on CPU."
+        "auto", description="Model weights dtype; auto = bfloat16 on GPU (float16 if unsupported), float32 on CPU."
+    )
+    attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = Field(
+        "auto", description="Attention kernel; auto = flash_attention_2 (unpadded) on GPU if installed, else sdpa."
+    )
+    backend: Literal["torch", "compile", "cudagraphs"] = Field(
+        "torch", description="compile = torch.compile per bucketed shape; cudagraphs = that with CUDA graphs (GPU)."
     )
 
 

@@ -79,12 +79,33 @@ class EncodePlacement:
     num_cpus: float
     torch_threads: int | None
     device: str
+    feed_cpus_per_gpu: float | None = None  # GPU clusters: CPUs per GPU left to read / tokenize tasks
+
+
+MIN_FEED_CPUS_PER_GPU = 8.0
+"""Below this many CPUs per GPU left for read/tokenize tasks, tokenization may starve the GPUs: a
+fast tokenizer does about 0.5M tokens/s per core (BERT WordPiece, 256-token chunks) and one H100
+is expected to encode 2.5M (BERT-base) to 6M (MiniLM-L6) tokens/s, i.e. 5 to 12 cores per GPU."""
+
+
+def _gpu_actor_cpus(cluster: dict[str, float], nodes: list[dict[str, float]], share: float) -> float:
+    """CPU slots per GPU actor: one (the thread feeding its GPU), but a GPU node's encoder actors
+    together take at most half of its CPUs, so read and tokenize tasks keep the other half."""
+    gpu_nodes = [n for n in nodes if n.get("GPU", 0.0) > 0] or [cluster]
+    cpus = 1.0
+    for n in gpu_nodes:
+        actors = max(1, int(n.get("GPU", 0.0) / share + 1e-6))
+        cpus = min(cpus, n.get("CPU", 0.0) / 2 / actors)
+    return max(0.01, int(cpus * 100) / 100)
 
 
 def plan_placement(cfg: JobConfig, cluster: dict[str, float], nodes: list[dict[str, float]]) -> EncodePlacement:
     """Size the encoder pool from cluster resources.
 
-    GPU clusters: one actor per GPU (or per ``gpus_per_worker`` share), 1 CPU each. CPU clusters:
+    GPU clusters: one actor per GPU, or one per ``gpus_per_worker`` share (0.5 or 0.25: several
+    actors per GPU, for small models), 1 CPU each but at most half of a GPU node's CPUs for all its
+    actors, so tokenize tasks keep the rest (a warning when under ``MIN_FEED_CPUS_PER_GPU`` per GPU
+    remain; ``benchmarks/gpu_throughput.py`` measures how many one GPU needs). CPU clusters:
     one actor per node, leaving at least one CPU per node for read/tokenize tasks, with torch
     threads matching the node's cores on small nodes (an actor with 1 CPU would otherwise get 1
     thread).
@@ -94,9 +115,14 @@ def plan_placement(cfg: JobConfig, cluster: dict[str, float], nodes: list[dict[s
     use_gpu = gpus > 0 and e.device != "cpu"
     if use_gpu:
         share = e.gpus_per_worker or 1.0
-        workers = e.workers or max(1, int(gpus / share))
-        return EncodePlacement(workers, e.max_workers or workers, share, e.cpus_per_worker or 1.0,
-                               e.torch_threads, "cuda")
+        workers = e.workers or max(1, int(gpus / share + 1e-6))  # 3 / 0.1 is 29.999...
+        cpus = e.cpus_per_worker or _gpu_actor_cpus(cluster, nodes, share)
+        feed = (float(cluster.get("CPU", 0.0)) - workers * cpus) / gpus
+        if feed < MIN_FEED_CPUS_PER_GPU:
+            log.warning("only %.1f CPUs per GPU are left for read/tokenize tasks: the GPUs may wait for "
+                        "tokenization; use nodes with more CPUs per GPU or fewer encoder actors", feed)
+        return EncodePlacement(workers, e.max_workers or workers, share, cpus, e.torch_threads, "cuda",
+                               feed_cpus_per_gpu=round(feed, 2))
     node_cpus = [n.get("CPU", 0.0) for n in nodes if n.get("CPU", 0.0) > 0] or [float(cluster.get("CPU", 1.0))]
     smallest = min(node_cpus)
     cpus = e.cpus_per_worker or max(1.0, smallest - max(1.0, smallest // 8))
@@ -155,6 +181,8 @@ def _encode_params(cfg: JobConfig, placement: EncodePlacement, dim: int, quantiz
         "model": cfg.dense.model,
         "device": placement.device,
         "dtype": cfg.dense.dtype,
+        "attention": cfg.dense.attention,
+        "backend": cfg.dense.backend,
         "max_seq_length": cfg.dense.max_seq_length,
         "torch_threads": placement.torch_threads,
         "batch_tokens": cfg.encode.batch_tokens,

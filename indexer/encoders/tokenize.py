@@ -6,6 +6,9 @@ sparse vector from the same token ids when ``sparse.kind == bm25`` (it needs no 
 
 from __future__ import annotations
 
+import copy
+from functools import lru_cache
+
 import numpy as np
 
 from .. import schema
@@ -22,6 +25,28 @@ def document_texts(batch: dict[str, np.ndarray], prefix: str = "") -> list[str]:
     return out
 
 
+@lru_cache(maxsize=8)
+def _fast_backend(model_ref: str):
+    """The model's Rust tokenizer with truncation and padding off, when it has
+    ``encode_batch_fast`` (no offsets: about 20% more tokens/s per core); else None."""
+    backend = getattr(load_tokenizer(model_ref), "_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch_fast"):
+        return None
+    backend = copy.deepcopy(backend)
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
+def content_ids(texts: list[str], model_ref: str) -> list[list[int]]:
+    """Token ids of each text without special tokens and without truncation."""
+    backend = _fast_backend(model_ref)
+    if backend is not None:
+        return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]
+    return load_tokenizer(model_ref)(texts, add_special_tokens=False, return_attention_mask=False,
+                                     return_token_type_ids=False, verbose=False)["input_ids"]
+
+
 def tokenize_texts(texts: list[str], model_ref: str, max_seq_length: int | None = None
                    ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[list[int]]]:
     """Token ids with special tokens, truncated to the model's limit.
@@ -29,9 +54,7 @@ def tokenize_texts(texts: list[str], model_ref: str, max_seq_length: int | None 
     Returns (input_ids per row, tokens before truncation, truncated flags, content ids untruncated).
     """
     info = tokenizer_info(model_ref, max_seq_length)
-    tok = load_tokenizer(model_ref)
-    content = tok(texts, add_special_tokens=False, return_attention_mask=False,
-                  return_token_type_ids=False, verbose=False)["input_ids"]
+    content = content_ids(list(texts), model_ref)
     specials = len(info.prefix_ids) + len(info.suffix_ids)
     room = info.max_seq_length - specials
     pre = np.asarray(info.prefix_ids, dtype=np.int32)
