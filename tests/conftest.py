@@ -22,6 +22,19 @@ S3_TEST_ENV = {"AWS_ACCESS_KEY_ID": "AKIAINDEXERTEST00001", "AWS_SECRET_ACCESS_K
                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
 
 
+def sample_docs(n: int, text_chars: int = 600) -> list[dict]:
+    """The first ``n`` chunks of the bundled sample corpus as rows (id, title, text, module)."""
+    import itertools
+
+    from indexer.sample import _chunks
+
+    out = [{"id": c["id"], "title": c["title"], "text": c["text"][:text_chars], "module": c["module"]}
+           for c in itertools.islice(_chunks(), n)]
+    if len(out) < n:
+        raise AssertionError(f"sample corpus has only {len(out)} chunks, {n} asked")
+    return out
+
+
 def write_parquet(path: Path, rows: list[dict] | pa.Table, row_group_size: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)

@@ -11,20 +11,14 @@ import pytest
 
 from indexer.config import load_config
 from indexer.pipeline import rollback, run
-from indexer.sample import _chunks
 from indexer.search import Searcher
-from tests.conftest import write_parquet
+from tests.conftest import sample_docs, write_parquet
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def _docs(n: int) -> list[dict]:
-    out = []
-    for c in _chunks():
-        out.append({"id": c["id"], "title": c["title"], "text": c["text"][:600], "module": c["module"]})
-        if len(out) == n:
-            return out
-    raise AssertionError("sample corpus too small")
+    return sample_docs(n, 600)
 
 
 def _cfg(tmp_path, corpus, *extra):

@@ -23,7 +23,7 @@ from indexer.sinks import qdrant_server as qs
 from indexer.sinks.base import SparseQuery, TransientStoreError, VectorSpec
 from indexer.sinks.qdrant_edge import EdgeVectorStore
 from indexer.sinks.qdrant_server import QdrantServerStore, is_transient
-from tests.conftest import write_parquet
+from tests.conftest import sample_docs, write_parquet
 
 COLL = "chunks_v1"
 SECRET = "qk-7f3e9a1c-do-not-log"
@@ -696,14 +696,7 @@ def _self_signed_ca(path):
 # ------------------------------------------------------------------------------------------
 
 def _docs(n: int) -> list[dict]:
-    from indexer.sample import _chunks
-
-    out = []
-    for c in _chunks():
-        out.append({"id": c["id"], "title": c["title"], "text": c["text"][:400], "module": c["module"]})
-        if len(out) == n:
-            return out
-    raise AssertionError("sample corpus too small")
+    return sample_docs(n, 400)
 
 
 def _tie_canonical(hits, tol=1e-4):

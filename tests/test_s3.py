@@ -21,7 +21,7 @@ from indexer import schema
 from indexer.config import ConfigError, CorpusConfig, S3Config, load_config
 from indexer.sources.parquet import SourceError, list_files, plan, read_fragment
 from indexer.storage import Storage
-from tests.conftest import ROOT, S3_TEST_ENV, write_parquet
+from tests.conftest import ROOT, S3_TEST_ENV, sample_docs, write_parquet
 
 REGION = "eu-west-1"  # differs from AWS_DEFAULT_REGION, so a request signed for it proves the config is used
 _AUTH = re.compile(r"Credential=([^/]+)/\d+/([^/]+)/s3/")
@@ -82,14 +82,7 @@ def _upload(client, bucket: str, key: str, local: Path) -> str:
 
 
 def _docs(n: int) -> list[dict]:
-    from indexer.sample import _chunks
-
-    out = []
-    for c in _chunks():
-        out.append({"id": c["id"], "title": c["title"], "text": c["text"][:300], "module": c["module"]})
-        if len(out) == n:
-            return out
-    raise AssertionError("sample corpus too small")
+    return sample_docs(n, 300)
 
 
 def _keys(client, bucket: str, prefix: str = "") -> list[str]:

@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import schema
 from ..ids import point_id
-from .base import Batch, VectorSpec
+from .base import Batch, Hit, VectorSpec
 
 DENSE = "dense"
 DENSE_RESCORE = "dense_rescore"
@@ -214,3 +214,18 @@ def prepare_rows(spec: VectorSpec, batch: Batch) -> Rows:
                     [sparse[i] for i in keep] if sparse is not None else None,
                     [(ids[i], reason) for i, reason in sorted(bad.items())])
     return rows
+
+
+def to_hits(spec: VectorSpec, points, dense: bool, with_vectors: bool) -> list[Hit]:
+    """Scored points of either client as :class:`Hit` (dense scores higher-is-better; vectors in storage form)."""
+    hits = []
+    for p in points:
+        payload = dict(p.payload or {})
+        vecs: dict[str, np.ndarray] = {}
+        if with_vectors and isinstance(p.vector, dict):
+            for name, values in p.vector.items():
+                if name in (DENSE, DENSE_RESCORE):
+                    vecs[name] = storage_form(spec, name, values)
+        score = similarity(spec, p.score) if dense else float(p.score)
+        hits.append(Hit(payload.get("id", str(p.id)), score, payload, vecs))
+    return hits

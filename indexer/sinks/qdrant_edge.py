@@ -249,17 +249,7 @@ class EdgeVectorStore(VectorStore):
         return self._shard(collection).query(req)
 
     def _hits(self, points, dense: bool, with_vectors: bool) -> list[Hit]:
-        hits = []
-        for p in points:
-            payload = dict(p.payload or {})
-            vecs: dict[str, np.ndarray] = {}
-            if with_vectors and p.vector:
-                for name, values in p.vector.items():
-                    if name in (qc.DENSE, qc.DENSE_RESCORE):
-                        vecs[name] = qc.storage_form(self.spec, name, values)
-            score = qc.similarity(self.spec, p.score) if dense else float(p.score)
-            hits.append(Hit(payload.get("id", str(p.id)), score, payload, vecs))
-        return hits
+        return qc.to_hits(self.spec, points, dense, with_vectors)
 
     def search_dense(self, collection: str, vector: np.ndarray, k: int, with_vectors: bool = False) -> list[Hit]:
         """Nearest chunks to ``vector`` in storage form (float32, uint8 codes, or packed bits).

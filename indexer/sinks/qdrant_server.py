@@ -570,17 +570,7 @@ class QdrantServerStore(VectorStore):
         return m.SearchParams(hnsw_ef=max(self.cfg.hnsw_ef, k), exact=self.cfg.exact, quantization=quant)
 
     def _hits(self, points, dense: bool, with_vectors: bool) -> list[Hit]:
-        hits = []
-        for p in points:
-            payload = dict(p.payload or {})
-            vecs: dict[str, np.ndarray] = {}
-            if with_vectors and isinstance(p.vector, dict):
-                for name, values in p.vector.items():
-                    if name in (qc.DENSE, qc.DENSE_RESCORE):
-                        vecs[name] = qc.storage_form(self.spec, name, values)
-            score = qc.similarity(self.spec, p.score) if dense else float(p.score)
-            hits.append(Hit(payload.get("id", str(p.id)), score, payload, vecs))
-        return hits
+        return qc.to_hits(self.spec, points, dense, with_vectors)
 
     def _dense_query(self, vector: np.ndarray) -> list[float]:
         return qc.query_vector(self.spec, vector).astype(np.float32, copy=False).tolist()

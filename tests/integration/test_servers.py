@@ -21,19 +21,13 @@ import pytest
 
 from indexer.config import load_config
 from indexer.pipeline import run
-from indexer.sample import _chunks
-from tests.conftest import write_parquet
+from tests.conftest import sample_docs, write_parquet
 
 ES_URL = os.environ.get("ES_URL")
 
 
 def _docs(n: int) -> list[dict]:
-    out = []
-    for c in _chunks():
-        out.append({"id": c["id"], "title": c["title"], "text": c["text"][:600], "module": c["module"]})
-        if len(out) == n:
-            return out
-    raise AssertionError("sample corpus too small")
+    return sample_docs(n, 600)
 
 
 @pytest.mark.integration
