@@ -9,6 +9,7 @@ sized from the cluster's resources (never hard-coded).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -56,6 +57,10 @@ def init_ray(cfg: JobConfig) -> None:
     kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": False}
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
+    # Inside a submitted job Ray merges the job's runtime env with this one and refuses keys set in
+    # both (jobs/runtime_env.yaml sets these too): the job's values win.
+    job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("runtime_env") or {}
+    env = {k: v for k, v in env.items() if k not in (job_env.get("env_vars") or {})}
     if address:
         ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
     else:
@@ -79,6 +84,7 @@ class EncodePlacement:
     num_cpus: float
     torch_threads: int | None
     device: str
+    task_cpus: float = 1.0  # CPU slots of each read / validate / tokenize / write task
     feed_cpus_per_gpu: float | None = None  # GPU clusters: CPUs per GPU left to read / tokenize tasks
 
 
@@ -108,7 +114,9 @@ def plan_placement(cfg: JobConfig, cluster: dict[str, float], nodes: list[dict[s
     remain; ``benchmarks/gpu_throughput.py`` measures how many one GPU needs). CPU clusters:
     one actor per node, leaving at least one CPU per node for read/tokenize tasks, with torch
     threads matching the node's cores on small nodes (an actor with 1 CPU would otherwise get 1
-    thread).
+    thread). A node with fewer than 2 CPUs can't hold a whole-CPU actor and a whole-CPU task, so
+    there the actor and the CPU-stage tasks take half of the smallest node's CPUs each: one actor
+    and one task share each such node instead of the actor starving the reads.
     """
     e = cfg.encode
     gpus = float(cluster.get("GPU", 0.0))
@@ -125,10 +133,15 @@ def plan_placement(cfg: JobConfig, cluster: dict[str, float], nodes: list[dict[s
                                feed_cpus_per_gpu=round(feed, 2))
     node_cpus = [n.get("CPU", 0.0) for n in nodes if n.get("CPU", 0.0) > 0] or [float(cluster.get("CPU", 1.0))]
     smallest = min(node_cpus)
-    cpus = e.cpus_per_worker or max(1.0, smallest - max(1.0, smallest // 8))
+    if smallest < 2:
+        cpus = e.cpus_per_worker or smallest / 2
+        task_cpus = max(0.05, min(1.0, smallest - cpus))
+    else:
+        cpus = e.cpus_per_worker or max(1.0, smallest - max(1.0, smallest // 8))
+        task_cpus = 1.0
     workers = e.workers or len(node_cpus)
-    threads = e.torch_threads or (int(smallest) if smallest <= 4 else int(cpus))
-    return EncodePlacement(workers, e.max_workers or workers, 0.0, cpus, threads, "cpu")
+    threads = e.torch_threads or (max(1, int(smallest)) if smallest <= 4 else int(cpus))
+    return EncodePlacement(workers, e.max_workers or workers, 0.0, cpus, threads, "cpu", task_cpus)
 
 
 def _cluster() -> tuple[dict[str, float], list[dict[str, float]]]:
@@ -216,14 +229,16 @@ def _encode_stage(ds, cfg: JobConfig, placement: EncodePlacement, params: dict, 
     )
 
 
-def _rows_dataset(fragments, cfg: JobConfig, rejects_dir: str | None, storage: Storage, reporter: StageReporter):
+def _rows_dataset(fragments, cfg: JobConfig, rejects_dir: str | None, storage: Storage, reporter: StageReporter,
+                  task_cpus: float = 1.0):
     import ray
 
     from .encoders.tokenize import Tokenize
 
     ds = ray.data.from_items(fragment_items(fragments), override_num_blocks=max(1, len(fragments)))
-    ds = ds.map_batches(ReadFragments(cfg.corpus, reporter), batch_size=1, batch_format="numpy")
-    ds = ds.map_batches(Validate(rejects_dir, storage, reporter), batch_size=None, batch_format="numpy")
+    ds = ds.map_batches(ReadFragments(cfg.corpus, reporter), batch_size=1, batch_format="numpy", num_cpus=task_cpus)
+    ds = ds.map_batches(Validate(rejects_dir, storage, reporter), batch_size=None, batch_format="numpy",
+                        num_cpus=task_cpus)
     return ds, Tokenize
 
 
@@ -240,10 +255,10 @@ def calibrate_dense(cfg: JobConfig, p: Plan, placement: EncodePlacement, dim: in
         if need >= cfg.dense.calibration_sample:
             break
     reporter = StageReporter()
-    ds, Tokenize = _rows_dataset(frags, cfg, None, storage, reporter)
+    ds, Tokenize = _rows_dataset(frags, cfg, None, storage, reporter, placement.task_cpus)
     ds = ds.limit(cfg.dense.calibration_sample)
     ds = ds.map_batches(Tokenize(cfg.dense.model, cfg.dense.max_seq_length, cfg.dense.document_prefix, None),
-                        batch_size=None, batch_format="numpy")
+                        batch_size=None, batch_format="numpy", num_cpus=placement.task_cpus)
     params = _encode_params(cfg, placement, dim, "none", None) | {"splade_model": None}
     ds = _encode_stage(ds, cfg, placement, params, reporter)
     vecs = [b[schema.DENSE] for b in ds.select_columns([schema.DENSE]).iter_batches(batch_format="numpy")]
@@ -426,11 +441,11 @@ def run(cfg: JobConfig, *, full: bool = False, store_factories: tuple | None = N
 
     stats_actor = start_stats_actor()
     reporter = StageReporter(stats_actor)
-    ds, Tokenize = _rows_dataset(todo, cfg, layout.rejects_parts(rp.run_id), storage, reporter)
+    ds, Tokenize = _rows_dataset(todo, cfg, layout.rejects_parts(rp.run_id), storage, reporter, placement.task_cpus)
     ds = ds.map_batches(Diff(live_ref, prog.rows_dir(layout, rp.run_id), storage, reporter),
-                        batch_size=None, batch_format="numpy")
+                        batch_size=None, batch_format="numpy", num_cpus=placement.task_cpus)
     ds = ds.map_batches(Tokenize(cfg.dense.model, cfg.dense.max_seq_length, cfg.dense.document_prefix, rp.bm25,
-                                 reporter), batch_size=None, batch_format="numpy")
+                                 reporter), batch_size=None, batch_format="numpy", num_cpus=placement.task_cpus)
     ds = _encode_stage(ds, cfg, placement, _encode_params(cfg, placement, dim, spec.quantization, rp.calibration),
                        reporter)
     sink = make_datasink(
@@ -439,7 +454,7 @@ def run(cfg: JobConfig, *, full: bool = False, store_factories: tuple | None = N
     )
     t0 = time.perf_counter()
     if todo:
-        ds.write_datasink(sink)
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": placement.task_cpus})
     else:
         _finalize_only(sink)
     pipeline_seconds = time.perf_counter() - t0
