@@ -218,15 +218,17 @@ def _eval_sweep(cfg: JobConfig, queries: Path, qrels: Path, sweep: List[str], ou
 @app.command()
 def estimate(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt,
              exact: bool = typer.Option(False, "--exact", help="Tokenize everything on the cluster's CPUs."),
-             workers: Optional[int] = typer.Option(None, "--workers", help="Encoder workers for wall time.")) -> None:
-    """Dry run: tokens, GPU-hours, wall time, cost and storage. Writes nothing."""
+             workers: Optional[int] = typer.Option(None, "--workers", help="Encoder workers for wall time."),
+             full: bool = typer.Option(False, "--full", help="Price a full rebuild, not the delta.")) -> None:
+    """Dry run: tokens, GPU-hours, wall time, cost and storage (of the delta when a live index
+    exists). Writes nothing."""
     _setup_logging()
     logging.getLogger().setLevel(logging.WARNING)
     cfg = _load(config, set_)
     from .estimate import estimate as run_estimate
 
     with stdout_to_stderr(json_out):
-        est = run_estimate(cfg, exact=exact, workers=workers)
+        est = run_estimate(cfg, exact=exact, workers=workers, full=full)
     if json_out:
         _emit_json(est)
         return
@@ -234,10 +236,16 @@ def estimate(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = 
     t.add_column("item")
     t.add_column("value", justify="right")
     st = est.get("storage", {})
+    d = est.get("delta") or {}
     for name, val in [
-        ("chunks", f"{est['chunks']:,}"), ("tokens", f"{est['tokens']:,} ({est['tokens_method']})"),
+        ("chunks", f"{est['chunks']:,}"),
+        (f"chunks to encode ({est['mode']})", f"{est['chunks_to_encode']:,}" + (
+            f" (new {d['new']:,}, changed {d['changed']:,}, unchanged {d['unchanged']:,}, deleted {d['deleted']:,})"
+            if est["mode"] == "incremental" else "")),
+        ("tokens", f"{est['tokens']:,} ({est['tokens_method']})"),
         ("tokens encoded (after truncation)", f"{est['tokens_encoded']:,}"),
-        ("throughput", f"{est['throughput_tokens_per_s']:,.0f} tokens/s ({est['device']})"),
+        ("throughput", f"{est['throughput_tokens_per_s']:,.0f} tokens/s ({est['device']}, {est['throughput_basis']})"),
+        ("encode time", f"{est['encode_seconds']:,.0f} s"),
         ("GPU-hours", f"{est['gpu_hours']:.4f}"), (f"wall hours ({est['workers']} workers)", f"{est['wall_hours']:.4f}"),
         ("cost", f"${est['cost_usd']:,.2f} at ${est['gpu_hour_usd']}/h"),
         ("vector store", _human(st.get("vector_bytes", 0)) + f" (RAM {_human(st.get('vector_ram_bytes', 0))})"),

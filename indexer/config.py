@@ -328,7 +328,8 @@ class VerifyConfig(_Section):
 class CostConfig(_Section):
     """Prices for the estimate; every price carries its source and date."""
 
-    gpu_type: str = Field("cpu", description="Throughput profile key: cpu, H100, A100, L4, A10G, T4 ...")
+    gpu_type: str = Field("cpu", description="Throughput key: cpu, H100, H100-PCIE, H200, A100, L4, A10, T4, or any "
+                          "GPU type `indexer bench` saved a profile for.")
     gpu_hour_usd: float = Field(0.0, ge=0, description="Price of one GPU-hour (or CPU node-hour on CPU).")
     gpu_hour_source: str = Field("unset", description="Where the price comes from, with its date.")
     storage_gb_month_usd: float = Field(0.0, ge=0)
