@@ -280,8 +280,11 @@ def vector_spec(cfg: JobConfig, dim: int) -> VectorSpec:
 
 
 
-def _merge_rejects(records_rejects: pa.Table, p: Plan, store_rejects: list[tuple[str, str]]) -> pa.Table:
-    """All rejects of the run: validation parts (unique by file and row), bad files, store refusals."""
+def _merge_rejects(records_rejects: pa.Table, p: Plan, store_rejects: list[tuple[str, str]],
+                   where: dict[str, tuple[str, int]] | None = None) -> pa.Table:
+    """All rejects of the run: validation parts (unique by file and row), bad files, store refusals
+    (located by ``where``: chunk id -> (file, row) of the run's rows)."""
+    where = where or {}
     tables = [records_rejects]
     for bf in p.bad_files:
         if bf.num_rows:
@@ -290,8 +293,14 @@ def _merge_rejects(records_rejects: pa.Table, p: Plan, store_rejects: list[tuple
         else:
             tables.append(rejects_table([None], [bf.file], [None], [bf.reason]))
     if store_rejects:
-        tables.append(rejects_table([i for i, _ in store_rejects], [None] * len(store_rejects),
-                                    [None] * len(store_rejects), [r for _, r in store_rejects]))
+        reasons: dict[str, list[str]] = {}
+        for i, r in store_rejects:  # one row per chunk, even when both stores refused it
+            if r not in reasons.setdefault(i, []):
+                reasons[i].append(r)
+        ids = list(reasons)
+        tables.append(rejects_table(ids, [where.get(i, (None, None))[0] for i in ids],
+                                    [where.get(i, (None, None))[1] for i in ids],
+                                    ["store refused: " + "; ".join(reasons[i]) for i in ids]))
     table = pa.concat_tables([t.cast(schema.REJECTS_SCHEMA) for t in tables])
     seen, keep = set(), []
     for i, (f, r, idv) in enumerate(zip(table.column("file").to_pylist(), table.column("row").to_pylist(),
@@ -464,20 +473,29 @@ def run(cfg: JobConfig, *, full: bool = False, store_factories: tuple | None = N
     # Records of this run (all attempts): the source of exact counts.
     records = prog.load_records(storage, layout, rp.run_id)
     store_rejects = [r for res in sink.results.values() for r in res.rejects]
-    rejects = _merge_rejects(records.rejects, p, store_rejects)
     refused = {i for i, _ in store_rejects}
     current = records.rows
+    where: dict[str, tuple[str, int]] = {}
     if refused:
-        mask = [i not in refused for i in current.column("id").to_pylist()]
-        current = current.filter(pa.array(mask))
+        ids_now = current.column("id").to_pylist()
+        where = {i: (f, r) for i, f, r in zip(ids_now, current.column("file").to_pylist(),
+                                               current.column("row").to_pylist()) if i in refused}
+        current = current.filter(pa.array([i not in refused for i in ids_now]))
+    rejects = _merge_rejects(records.rejects, p, store_rejects, where)
 
     deleted = 0
     t0 = time.perf_counter()
     v2, t2 = vfac(), tfac()
     try:
+        if refused:
+            # A chunk one store refused must not stay in the other: it is a reject, not indexed.
+            v2.delete(rp.collection, sorted(refused))
+            t2.delete(rp.collection, sorted(refused))
+            v2.finalize(rp.collection)
+            t2.finalize(rp.collection)
         if rp.mode == "incremental" and live_hashes is not None:
             now = set(current.column("id").to_pylist())
-            gone = [i for i in live_hashes.column("id").to_pylist() if i not in now]
+            gone = [i for i in live_hashes.column("id").to_pylist() if i not in now and i not in refused]
             if gone:
                 v2.delete(rp.collection, gone)
                 t2.delete(rp.collection, gone)

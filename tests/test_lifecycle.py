@@ -118,6 +118,16 @@ class DroppingStore(FlakyStore):
         return WriteResult(written=len(batch["id"]))
 
 
+class RefusingStore(FlakyStore):
+    """Refuses chunks whose id ends in "s" per item (like a mapping error): terminal, not retried."""
+
+    def upsert(self, collection, batch):
+        bad = np.array([str(i).endswith("s") for i in batch["id"]], dtype=bool)
+        res = self.inner.upsert(collection, {k: v[~bad] for k, v in batch.items()})
+        res.rejects.extend((str(i), "mapper_parsing_exception: injected") for i in batch["id"][bad])
+        return res
+
+
 def _factory(cls, inner, marker):
     return functools.partial(cls, inner, marker)
 
@@ -141,6 +151,33 @@ def test_transient_sink_failures_are_retried(tmp_path, by_value):
     assert len(list((tmp_path / "markers_v").iterdir())) > 0  # failures did happen
     c = m["counts"]
     assert (c["indexed"], c["encoded"], c["vector_store"], c["text_store"]) == (300, 300, 300, 300)
+
+
+def test_store_refusal_is_a_reject_in_both_stores(tmp_path, by_value):
+    rows = docs(120)
+    write_parquet(tmp_path / "corpus" / "p.parquet", rows)
+    cfg = cfg_for(tmp_path)
+    spec = vector_spec(cfg, 128)
+    tf = _factory(RefusingStore, text_store_factory(cfg), str(tmp_path / "m"))
+    m = run(cfg, store_factories=(vector_store_factory(cfg, spec), tf))
+    refused = sorted(d["id"] for d in rows if d["id"].endswith("s"))
+    assert refused
+    c = m["counts"]
+    assert (c["input"], c["rejected"], c["indexed"]) == (120, len(refused), 120 - len(refused))
+    assert c["vector_store"] == c["text_store"] == 120 - len(refused)
+    assert m["alias_moved"]
+    import pyarrow.parquet as pq
+
+    rej = pq.read_table(m["rejects_path"]).to_pylist()
+    assert sorted(r["id"] for r in rej) == refused
+    by_id = {d["id"]: n for n, d in enumerate(rows)}
+    assert all(r["row"] == by_id[r["id"]] and r["file"].endswith("p.parquet") for r in rej)
+    assert all("mapper_parsing_exception" in r["reason"] for r in rej)
+    s = Searcher(cfg)
+    try:
+        assert s.vectors.retrieve(s.collection, refused) == {}
+    finally:
+        s.close()
 
 
 def test_gate_blocks_inconsistent_store(tmp_path, by_value):
