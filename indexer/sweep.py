@@ -332,6 +332,19 @@ def document_vectors(searcher: Searcher, encode_batch_tokens: int = 16384,
 # The sweep
 # ------------------------------------------------------------------------------------------
 
+def _one_blas_thread():
+    """Single-threaded BLAS while timing one query at a time: a query's matrix-vector product is
+    memory-bound, and BLAS threads fighting over a few shared cores only add noise (15 ms instead
+    of 0.3 ms for 5k x 384 on a busy 2-core machine)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: timings are noisier without it
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
+
+
 def _run(lists: dict[str, list[Hit]]) -> dict[str, dict[str, float]]:
     return {q: {h.id: float(len(hs) - i) for i, h in enumerate(hs)} for q, hs in lists.items()}
 
@@ -388,11 +401,12 @@ def run_sweep(searcher: Searcher, queries: dict[str, str], qrels: Qrels, axes: d
         build_s = time.perf_counter() - t
         dense_hits: dict[str, list[Hit]] = {}
         dense_lat: dict[str, float] = {}
-        for qid in qids:
-            t = time.perf_counter()
-            idx, scores = mem.search(qvecs[qid], depth)
-            dense_lat[qid] = time.perf_counter() - t
-            dense_hits[qid] = [Hit(doc_ids[i], float(s)) for i, s in zip(idx, scores)]
+        with _one_blas_thread():
+            for qid in qids:
+                t = time.perf_counter()
+                idx, scores = mem.search(qvecs[qid], depth)
+                dense_lat[qid] = time.perf_counter() - t
+                dense_hits[qid] = [Hit(doc_ids[i], float(s)) for i, s in zip(idx, scores)]
         common = {"dim": ds.dim, "quantization": ds.quantization, "oversample": ds.oversample,
                   "bytes_per_vector": ds.bytes_stored(), "ram_bytes_per_vector": ds.bytes_ram()}
         rows.append({"mode": "dense", **common, **evaluate(_run(dense_hits), qrels, k),
@@ -416,7 +430,7 @@ def run_sweep(searcher: Searcher, queries: dict[str, str], qrels: Qrels, axes: d
         "collection": searcher.collection, "queries": len(qids), "documents": len(doc_ids), "k": k,
         "vectors_from": source, "model": searcher.version["model"]["ref"], "full_dim": full_dim,
         "axes": {a: [_jsonable(v) for v in vs] for a, vs in axes.items()},
-        "defaults": searcher.settings.describe(),
+        "defaults": searcher.settings.describe(), "oversample": cfg.dense.oversample,
         "query_encode_ms_mean": round(1000 * float(np.mean(encode_s)), 3) if encode_s else 0.0,
         "latency_note": "dense: exact in-memory numpy search of one query; hybrid: dense + the fused modes' "
                         "index searches + fusion",
@@ -493,43 +507,101 @@ def _g(v: Any) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> Path:
-    """nDCG@k against bytes per vector searched in RAM (log scale), dense and hybrid.
+    """nDCG@k against bytes per vector searched in RAM (log scale): one line per quantization
+    through the dimensions, dense dashed and hybrid solid, each point labelled with its dimension.
 
-    Hybrid points use the first fusion setting of the grid; BM25/sparse are horizontal lines.
+    Hybrid lines use the first fusion setting of the grid and rescoring settings the index's
+    oversample (or the first swept one); BM25 and sparse are horizontal lines.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     k = result["k"]
     metric = f"ndcg@{k}"
     rows = result["rows"]
+    if len({(r["dim"], r["quantization"], r.get("oversample")) for r in rows if r["mode"] == "dense"}) == 1:
+        return _plot_fusion(result, path)
+    overs = [r["oversample"] for r in rows if r.get("oversample")]
+    keep_over = result.get("oversample") if result.get("oversample") in overs else (overs[0] if overs else None)
+    rows = [r for r in rows if r.get("oversample") in (None, keep_over)]
     hyb = [r for r in rows if r["mode"] == "hybrid"]
     ref = _fusion_key(hyb[0]) if hyb else None
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    markers = {"none": "o", "int8": "s", "uint8": "D", "binary": "v", "binary+int8": "^", "binary+float": "P"}
-    for mode, color, rs in (("dense", "tab:blue", [r for r in rows if r["mode"] == "dense"]),
-                            ("hybrid", "tab:red", [r for r in hyb if _fusion_key(r) == ref])):
-        for r in rs:
-            ax.scatter(r["ram_bytes_per_vector"], r[metric], color=color, marker=markers.get(r["quantization"], "o"),
-                       s=45, zorder=3)
-            below = r["quantization"] in ("binary", "binary+float", "uint8")  # keep labels of shared x apart
-            ax.annotate(f"{r['dim']}/{r['quantization']}", (r["ram_bytes_per_vector"], r[metric]),
-                        textcoords="offset points", xytext=(4, -9 if below else 3), fontsize=7, color=color)
-        ax.scatter([], [], color=color, label=mode if mode == "dense" else
-                   f"hybrid ({rs[0]['fusion']}, {'+'.join(rs[0]['fused'])})" if rs else mode)
-    for r, style in zip([r for r in rows if r["mode"] in ("bm25", "sparse")], ("--", ":")):
-        ax.axhline(r[metric], color="gray", linestyle=style, linewidth=1, label=r["mode"])
-    for q, mk in markers.items():
-        if any(r.get("quantization") == q for r in rows):
-            ax.scatter([], [], color="black", marker=mk, label=q)
+    quants = list(dict.fromkeys(r["quantization"] for r in rows if "quantization" in r))
+    colors = dict(zip(DENSE_QUANTIZATIONS, ("tab:blue", "tab:green", "tab:olive", "tab:red", "tab:purple", "tab:orange")))
+    markers = dict(zip(DENSE_QUANTIZATIONS, ("o", "s", "D", "v", "^", "P")))
+    fig, ax = plt.subplots(figsize=(10.5, 6))
+    for mode, style in (("dense", "--"), ("hybrid", "-")):
+        for q in quants:
+            pts = sorted((r for r in rows if r["mode"] == mode and r.get("quantization") == q
+                          and (mode == "dense" or _fusion_key(r) == ref)), key=lambda r: r["ram_bytes_per_vector"])
+            if not pts:
+                continue
+            xs, ys = [r["ram_bytes_per_vector"] for r in pts], [r[metric] for r in pts]
+            ax.plot(xs, ys, linestyle=style, marker=markers.get(q, "o"), color=colors.get(q, "black"), markersize=5)
+            for r in pts:
+                ax.annotate(str(r["dim"]), (r["ram_bytes_per_vector"], r[metric]), textcoords="offset points",
+                            xytext=(3, 3), fontsize=6, color=colors.get(q, "black"))
+    for r, style in zip([r for r in rows if r["mode"] in ("bm25", "sparse")], (":", "-.")):
+        ax.axhline(r[metric], color="gray", linestyle=style, linewidth=1)
+    handles = [Line2D([], [], color=colors.get(q, "black"), marker=markers.get(q, "o"), linestyle="none", label=q)
+               for q in quants]
+    fusion = f" ({hyb[0]['fusion']}, {'+'.join(hyb[0]['fused'])})" if hyb else ""
+    handles += [Line2D([], [], color="black", linestyle="--", label="dense"),
+                Line2D([], [], color="black", linestyle="-", label="hybrid" + fusion)]
+    handles += [Line2D([], [], color="gray", linestyle=st, label=r["mode"])
+                for r, st in zip([r for r in rows if r["mode"] in ("bm25", "sparse")], (":", "-."))]
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("bytes per vector searched in RAM (rescoring vectors read for candidates only)")
+    over = f", x{keep_over:g} oversample" if keep_over else ""
+    ax.set_xlabel("bytes per vector searched in RAM (point labels: dimension)")
     ax.set_ylabel(f"nDCG@{k}")
-    ax.set_title(f"{result['collection']}: quality vs bytes per vector ({result['queries']} queries)")
+    ax.set_title(f"{result['collection']}: quality vs bytes per vector ({result['queries']} queries)\n"
+                 f"rescoring (+int8, +float{over}) reads its vectors for the candidates only", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _fusion_label(r: dict[str, Any]) -> str:
+    parts = [r["fusion"], "+".join(r["fused"])]
+    if r["fusion"] in ("rrf", "weighted_rrf"):
+        parts.append(f"k={r['rrf_k']}")
+    w = _weights_str(r)
+    if w:
+        parts.append(w)
+    parts.append(f"c={r['candidates']}")
+    return " ".join(parts)
+
+
+def _plot_fusion(result: dict[str, Any], path: Path, top: int = 30) -> Path:
+    """A fusion grid (one dense setting): the best ``top`` settings as bars, single modes as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = f"ndcg@{result['k']}"
+    hyb = sorted((r for r in result["rows"] if r["mode"] == "hybrid"), key=lambda r: -r[metric])[:top]
+    fig, ax = plt.subplots(figsize=(10.5, 0.28 * len(hyb) + 1.8))
+    colors = {"rrf": "tab:blue", "weighted_rrf": "tab:cyan", "dbsf": "tab:green", "minmax": "tab:red"}
+    ax.barh(range(len(hyb)), [r[metric] for r in hyb], color=[colors.get(r["fusion"], "gray") for r in hyb])
+    ax.set_yticks(range(len(hyb)), [_fusion_label(r) for r in hyb], fontsize=7)
+    ax.invert_yaxis()
+    singles = [r for r in result["rows"] if r["mode"] != "hybrid"]
+    for r, style in zip(singles, (":", "-.", "--")):
+        ax.axvline(r[metric], color="black", linestyle=style, linewidth=1, label=f"{r['mode']} {r[metric]:.4f}")
+    lo = min([r[metric] for r in hyb] + [r[metric] for r in singles])
+    ax.set_xlim(max(0.0, lo - 0.02), max(r[metric] for r in hyb) + 0.01)
+    ax.set_xlabel(f"nDCG@{result['k']}")
+    ax.set_title(f"{result['collection']}: best {len(hyb)} fusion settings ({result['queries']} queries)", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
