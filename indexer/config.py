@@ -11,7 +11,7 @@ import copy
 import os
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -186,7 +186,9 @@ class SparseConfig(_Section):
 class EncodeConfig(_Section):
     """How the encode stage is batched and placed on the cluster. None means 'derive from the cluster'."""
 
-    batch_tokens: int = Field(32_768, ge=256, description="Padded tokens per forward pass (length-sorted batches).")
+    batch_tokens: int | None = Field(
+        None, ge=256, description="Padded tokens per forward pass (length-sorted batches); None = 32768 on GPU, "
+        "4096 on CPU (measured on SciFact: CPU encode time 141 s at 4096 vs 152 s at 8192 and 179 s at 32768).")
     block_rows: int = Field(2048, ge=16, description="Rows handed to an encoder actor at a time.")
     workers: int | None = Field(None, ge=1, description="Encoder actors; None = one per GPU, or 1 on CPU clusters.")
     max_workers: int | None = Field(None, ge=1, description="Autoscaling upper bound; None = same as workers.")
@@ -194,6 +196,16 @@ class EncodeConfig(_Section):
     cpus_per_worker: float | None = Field(None, gt=0, description="CPU slots per actor; None = derived.")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads on CPU; None = derived.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto")
+
+    GPU_BATCH_TOKENS: ClassVar[int] = 32_768
+    CPU_BATCH_TOKENS: ClassVar[int] = 4_096
+
+    def tokens_per_batch(self, device: str) -> int:
+        """``batch_tokens``, or the default for ``device`` ("cuda..." or "cpu"): on a CPU small
+        batches stay in cache; a GPU needs large ones to fill."""
+        if self.batch_tokens:
+            return self.batch_tokens
+        return self.GPU_BATCH_TOKENS if str(device).startswith("cuda") else self.CPU_BATCH_TOKENS
 
 
 class EdgeStoreConfig(_Section):

@@ -626,17 +626,17 @@ def bench_throughput(cfg: JobConfig, rows: int = 512, seconds: float = 20.0) -> 
     ids.sort(key=len, reverse=True)
     slices, start = [], 0
     while start < len(ids):
-        rows_per = max(1, cfg.encode.batch_tokens // max(1, len(ids[start])))
+        rows_per = max(1, cfg.encode.tokens_per_batch(device) // max(1, len(ids[start])))
         slices.append(ids[start:start + rows_per])
         start += rows_per
     random.Random(0).shuffle(slices)  # a short measurement sees long and short chunks alike
-    model.embed_ids(max(slices, key=len), cfg.encode.batch_tokens)  # warm-up: the first full-size pass is slow
+    model.embed_ids(max(slices, key=len), cfg.encode.tokens_per_batch(device))  # warm-up: the first full-size pass is slow
     shape = model_shape(cfg.dense.model)
     rates, measured, passes, t0 = [], [], 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or passes == 0:
         part = slices[passes % len(slices)]
         r0, p0 = model.real_tokens, time.perf_counter()
-        model.embed_ids(part, cfg.encode.batch_tokens)
+        model.embed_ids(part, cfg.encode.tokens_per_batch(device))
         if device == "cuda":
             torch.cuda.synchronize()
         lengths = np.array([len(x) for x in part])

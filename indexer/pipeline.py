@@ -198,7 +198,7 @@ def _encode_params(cfg: JobConfig, placement: EncodePlacement, dim: int, quantiz
         "backend": cfg.dense.backend,
         "max_seq_length": cfg.dense.max_seq_length,
         "torch_threads": placement.torch_threads,
-        "batch_tokens": cfg.encode.batch_tokens,
+        "batch_tokens": cfg.encode.tokens_per_batch(placement.device),
         "dim": dim,
         "quantization": quantization,
         "calibration": calibration,
