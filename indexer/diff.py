@@ -19,6 +19,19 @@ from .storage import Storage
 _LIVE_CACHE: dict[str, dict[str, str]] = {}
 
 
+def live_hashes(live_ref: Any) -> dict[str, str] | None:
+    """The live {id: hash} map behind a Ray ObjectRef (None for a full build), fetched once per worker process."""
+    if live_ref is None:
+        return None
+    key = live_ref.hex()
+    if key not in _LIVE_CACHE:
+        import ray
+
+        _LIVE_CACHE.clear()
+        _LIVE_CACHE[key] = ray.get(live_ref)
+    return _LIVE_CACHE[key]
+
+
 def diff_states(ids, hashes, live: dict[str, str] | None) -> list[str]:
     """'new' / 'changed' / 'unchanged' per row against the live manifest (None = everything is new)."""
     if not live:
@@ -42,15 +55,7 @@ class Diff:
         self.reporter = reporter or StageReporter()
 
     def _live(self) -> dict[str, str] | None:
-        if self.live_ref is None:
-            return None
-        key = self.live_ref.hex()
-        if key not in _LIVE_CACHE:
-            import ray
-
-            _LIVE_CACHE.clear()
-            _LIVE_CACHE[key] = ray.get(self.live_ref)
-        return _LIVE_CACHE[key]
+        return live_hashes(self.live_ref)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch[schema.ID])

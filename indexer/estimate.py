@@ -337,9 +337,6 @@ def scan_local(cfg: JobConfig, p: Plan, live: dict[str, str] | None, n: int, see
     return s
 
 
-_LIVE: dict[str, dict[str, str]] = {}
-
-
 class CountTokens:
     """Ray Data stage for exact estimates: one row of counts per batch (diff states against the
     live manifest, then tokens of the rows to encode only)."""
@@ -348,15 +345,9 @@ class CountTokens:
         self.model_ref, self.max_seq_length, self.prefix, self.live_ref = model_ref, max_seq_length, prefix, live_ref
 
     def _live(self) -> dict[str, str] | None:
-        if self.live_ref is None:
-            return None
-        key = self.live_ref.hex()
-        if key not in _LIVE:
-            import ray
+        from .diff import live_hashes
 
-            _LIVE.clear()
-            _LIVE[key] = ray.get(self.live_ref)
-        return _LIVE[key]
+        return live_hashes(self.live_ref)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from .diff import diff_states
