@@ -159,19 +159,35 @@ StoreFactory = Callable[[], Store]
 
 
 def retry_transient(fn: Callable[[], Any], *, retries: int, base_delay: float = 0.5, max_delay: float = 30.0,
-                    what: str = "request") -> Any:
-    """Run ``fn``; on :class:`TransientStoreError` retry with exponential backoff, then raise."""
+                    what: str = "request", transient: Callable[[BaseException], bool] | None = None,
+                    retry_after: Callable[[BaseException], float | None] | None = None,
+                    describe: Callable[[BaseException], str] = str,
+                    sleep: Callable[[float], Any] | None = None) -> Any:
+    """Run ``fn``; on a transient failure retry with exponential backoff, then raise
+    :class:`TransientStoreError`. Other failures propagate unchanged.
+
+    ``transient`` tells which exceptions are worth a retry (default: :class:`TransientStoreError`);
+    ``retry_after`` may read a server's requested delay (honoured up to ``max_delay``); ``describe``
+    renders an error for logs and the final message (e.g. with secrets redacted); ``sleep`` is the
+    backoff's clock (default ``time.sleep``).
+    """
     attempt = 0
     while True:
         try:
             return fn()
-        except TransientStoreError as e:
+        except Exception as e:
+            if not (transient(e) if transient else isinstance(e, TransientStoreError)):
+                raise
             attempt += 1
             if attempt > retries:
-                raise TransientStoreError(f"{what} still failing after {retries} retries: {e}") from e
+                raise TransientStoreError(f"{what} still failing after {retries} retries: {describe(e)}") from e
             delay = min(max_delay, base_delay * 2 ** (attempt - 1))
-            log.warning("%s failed transiently (%s); retry %d/%d in %.1fs", what, e, attempt, retries, delay)
-            time.sleep(delay)
+            asked = retry_after(e) if retry_after else None
+            if asked is not None:
+                delay = max(delay, min(asked, max_delay))
+            first_line = (describe(e).splitlines() or [type(e).__name__])[0]
+            log.warning("%s failed transiently (%s); retry %d/%d in %.1fs", what, first_line, attempt, retries, delay)
+            (sleep or time.sleep)(delay)
 
 
 class SingleWriter:

@@ -39,7 +39,8 @@ import numpy as np
 from ..config import QdrantServerConfig
 from ..ids import point_id
 from . import _qdrant_common as qc
-from .base import Batch, Hit, SparseQuery, TransientStoreError, VectorSpec, VectorStore, WriteResult
+from .base import (Batch, Hit, SparseQuery, TransientStoreError, VectorSpec, VectorStore, WriteResult,
+                   retry_transient)
 
 log = logging.getLogger(__name__)
 
@@ -231,25 +232,9 @@ class QdrantServerStore(VectorStore):
     def _call(self, fn: Callable[[], Any], what: str) -> Any:
         """Run one request; retry transient failures with exponential backoff, then raise
         :class:`TransientStoreError`. Other failures propagate unchanged."""
-        attempt = 0
-        while True:
-            try:
-                return fn()
-            except Exception as e:
-                if not is_transient(e):
-                    raise
-                attempt += 1
-                if attempt > self.cfg.max_retries:
-                    raise TransientStoreError(f"{what} still failing after {self.cfg.max_retries} retries: "
-                                              f"{self._redact(e)}") from e
-                delay = min(self.RETRY_MAX_DELAY, self.RETRY_BASE_DELAY * 2 ** (attempt - 1))
-                asked = _retry_after(e)
-                if asked is not None:
-                    delay = max(delay, min(asked, self.RETRY_MAX_DELAY))
-                first_line = (self._redact(e).splitlines() or [type(e).__name__])[0]
-                log.warning("%s failed transiently (%s); retry %d/%d in %.1fs", what, first_line, attempt,
-                            self.cfg.max_retries, delay)
-                _sleep(delay)
+        return retry_transient(fn, retries=self.cfg.max_retries, base_delay=self.RETRY_BASE_DELAY,
+                               max_delay=self.RETRY_MAX_DELAY, what=what, transient=is_transient,
+                               retry_after=_retry_after, describe=self._redact, sleep=lambda d: _sleep(d))
 
     def _request(self, fn: Callable[[], Any], what: str) -> Any:
         """:meth:`_call`, with terminal failures re-raised as errors that say what failed (redacted)."""

@@ -26,8 +26,14 @@ from tests.conftest import sample_docs, write_parquet
 ES_URL = os.environ.get("ES_URL")
 
 
-def _docs(n: int) -> list[dict]:
-    return sample_docs(n, 600)
+def _job(tmp_path, prefix: str, *extra: str) -> tuple[str, list[dict], list[str]]:
+    """A unique alias, 80 sample docs written as the corpus, and the job overrides for them."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    docs = sample_docs(80, 600)
+    write_parquet(tmp_path / "corpus" / "a.parquet", docs)
+    overrides = [f"corpus.path={tmp_path / 'corpus'}", "corpus.sample=false", f"index.dir={tmp_path / 'index'}",
+                 f"index.name={name}", "encode.block_rows=64", *extra]
+    return name, docs, overrides
 
 
 @pytest.mark.integration
@@ -37,15 +43,9 @@ def test_elasticsearch_text_store_full_and_incremental_job(tmp_path):
     from indexer.search import Searcher
     from indexer.sinks.elasticsearch import ElasticsearchTextStore
 
-    name = f"it-es-{uuid.uuid4().hex[:8]}"
-    docs = _docs(80)
-    write_parquet(tmp_path / "corpus" / "a.parquet", docs)
-    overrides = [
-        f"corpus.path={tmp_path / 'corpus'}", "corpus.sample=false", f"index.dir={tmp_path / 'index'}",
-        f"index.name={name}", "encode.block_rows=64", "text_store.kind=elasticsearch",
-        f"text_store.elasticsearch.hosts=[{ES_URL}]", "text_store.elasticsearch.replicas=0",
-        "text_store.elasticsearch.chunk_docs=32",
-    ]
+    name, docs, overrides = _job(
+        tmp_path, "it-es", "text_store.kind=elasticsearch", f"text_store.elasticsearch.hosts=[{ES_URL}]",
+        "text_store.elasticsearch.replicas=0", "text_store.elasticsearch.chunk_docs=32")
     if os.environ.get("ES_CA_CERTS"):
         overrides.append(f"text_store.elasticsearch.ca_certs={os.environ['ES_CA_CERTS']}")
     cfg = load_config("configs/local.yaml", overrides)
@@ -102,15 +102,10 @@ def test_qdrant_vector_store_full_job(tmp_path):
     from indexer.search import Searcher
     from indexer.sinks.qdrant_server import QdrantServerStore
 
-    name = f"it-qdrant-{uuid.uuid4().hex[:8]}"
-    docs = _docs(80)
-    write_parquet(tmp_path / "corpus" / "a.parquet", docs)
-    overrides = [
-        f"corpus.path={tmp_path / 'corpus'}", "corpus.sample=false", f"index.dir={tmp_path / 'index'}",
-        f"index.name={name}", "encode.block_rows=64", "vector_store.kind=qdrant",
-        f"vector_store.qdrant.url={QDRANT_URL}", "vector_store.qdrant.batch_rows=16",
-        "vector_store.qdrant.payload_indexes={module: keyword}", "vector_store.qdrant.exact=true",
-    ]
+    name, docs, overrides = _job(
+        tmp_path, "it-qdrant", "vector_store.kind=qdrant", f"vector_store.qdrant.url={QDRANT_URL}",
+        "vector_store.qdrant.batch_rows=16", "vector_store.qdrant.payload_indexes={module: keyword}",
+        "vector_store.qdrant.exact=true")
     if os.environ.get("QDRANT_CA_FILE"):
         overrides.append(f"vector_store.qdrant.ca_file={os.environ['QDRANT_CA_FILE']}")
     cfg = load_config("configs/local.yaml", overrides)
