@@ -9,8 +9,8 @@ with ``--tokens 256``):
 * ``tokenize``: the CPU tokenize stage in this process (one core); ``cores_to_feed`` is how many
   such cores one device's encode rate needs.
 * ``encode``: the model on the device (pre-tokenized ids, token-budget batches), repeated for at
-  least ``--min-seconds``; useful TFLOP/s (2 x non-embedding params + 4 x layers x hidden x
-  sequence length per token, real tokens only) and the share of ``--ceiling-tflops`` (default: H100
+  least ``--min-seconds``; useful TFLOP/s (the estimate's FLOP model,
+  :mod:`indexer.estimate.cost`, over real tokens only) and the share of ``--ceiling-tflops`` (default: H100
   bf16 dense ~800 on CUDA, none on CPU), GPU utilisation sampled while it runs, padding share.
 * ``postprocess``: MRL truncation + normalisation + quantization on the device, copied back.
 * ``encode_actor``: the pipeline's ``Encode`` class in this process, block by block (encode,
@@ -30,6 +30,7 @@ weights don't change speed, so results say ``weights: random``. Prints a markdow
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import statistics
@@ -150,13 +151,16 @@ def sync(cuda: bool) -> None:
         torch.cuda.synchronize()
 
 
+def _backbone(dense):
+    backbone = getattr(dense.model[0], "auto_model", None)
+    return dense.model if backbone is None else backbone
+
+
 def flop_model(dense) -> dict[str, Any]:
-    """Parameter counts and shape of the backbone, for FLOPs per token."""
+    """Parameter counts and shape of the backbone, reported next to the FLOP rate."""
     import torch
 
-    backbone = getattr(dense.model[0], "auto_model", None)
-    if backbone is None:
-        backbone = dense.model
+    backbone = _backbone(dense)
     total = sum(p.numel() for p in backbone.parameters())
     emb = sum(p.numel() for m in backbone.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters())
     pooler = sum(p.numel() for n, p in backbone.named_parameters() if n.startswith("pooler."))
@@ -166,11 +170,13 @@ def flop_model(dense) -> dict[str, Any]:
             "hidden": int(c.hidden_size)}
 
 
-def sequence_flops(lengths: np.ndarray, fm: dict[str, Any]) -> float:
-    """Useful forward FLOPs: 2 x non-embedding params per token + 4 x layers x hidden x L per token
-    of a length-L sequence (QK^T and attention x V)."""
-    lengths = np.asarray(lengths, dtype=np.float64)
-    return float((2.0 * fm["non_embedding_params"] * lengths + 4.0 * fm["layers"] * fm["hidden"] * lengths ** 2).sum())
+def sequence_flops(lengths: np.ndarray, dense) -> float:
+    """Useful forward FLOPs of sequences of these lengths (real tokens only), from the estimate's FLOP
+    model (:class:`indexer.estimate.cost.ModelShape`) for the backbone's config."""
+    from indexer.estimate.cost import shape_from_config
+
+    shape = shape_from_config(_backbone(dense).config.to_dict(), "backbone config")
+    return shape.forward_flops(lengths)
 
 
 def rates(rows: int, tokens: int, seconds: float, **extra) -> dict[str, Any]:
@@ -181,7 +187,7 @@ def rates(rows: int, tokens: int, seconds: float, **extra) -> dict[str, Any]:
 
 def blocks_of(ids: list[np.ndarray], texts: list[str], block_rows: int) -> list[dict[str, np.ndarray]]:
     from indexer import schema
-    from indexer.encoders.tokenize import _ragged
+    from indexer.encoders.tokens import ragged
 
     out = []
     for s in range(0, len(texts), block_rows):
@@ -189,7 +195,7 @@ def blocks_of(ids: list[np.ndarray], texts: list[str], block_rows: int) -> list[
         b = {schema.ID: np.array([str(i) for i in range(s, s + n)], dtype=object),
              schema.TITLE: np.array([""] * n, dtype=object), schema.TEXT: np.array(texts[s:s + n], dtype=object)}
         if ids is not None:
-            b[schema.INPUT_IDS] = _ragged(ids[s:s + n])
+            b[schema.INPUT_IDS] = ragged(ids[s:s + n])
         out.append(b)
     return out
 
@@ -200,9 +206,11 @@ def measure_model(name: str, ref: str, weights: str, texts: list[str], args, cud
     import torch
 
     from indexer import schema
-    from indexer.encoders.dense import Encode, Postprocess
-    from indexer.encoders.tokenize import Tokenize, tokenize_texts
+    from indexer.encoders.dense import Postprocess
+    from indexer.encoders.tokens import tokenize_texts
     from indexer.quantize import calibrate, truncate_normalize
+    from indexer.stages.encode import Encode, EncodeSpec
+    from indexer.stages.tokenize import Tokenize
 
     device = "cuda" if cuda else "cpu"
     res: dict[str, Any] = {"model": name, "ref": ref, "weights": weights}
@@ -220,13 +228,13 @@ def measure_model(name: str, ref: str, weights: str, texts: list[str], args, cud
               "backend": args.backend, "max_seq_length": None, "torch_threads": None,
               "batch_tokens": args.batch_tokens, "dim": None, "quantization": "none", "calibration": None}
     t0 = time.perf_counter()
-    enc = Encode(params)
+    enc = Encode(EncodeSpec(**params))
     res["load_seconds"] = round(time.perf_counter() - t0, 2)
     model = enc.model
     fm = flop_model(model)
     res.update(fm, dtype=str(model.torch_dtype).removeprefix("torch."), attention=model.attention,
                backend=model.backend, unpadded=model.flatten)
-    flops = sequence_flops(lengths, fm)
+    flops = sequence_flops(lengths, model)
     res["flops_per_token"] = round(flops / tokens)
 
     # encode on the device
@@ -270,7 +278,8 @@ def measure_model(name: str, ref: str, weights: str, texts: list[str], args, cud
     del emb
 
     # the Encode stage as an actor runs it: blocks in, storage-form vectors out
-    enc.p.update(dim=dim, quantization=args.quantization, calibration=cal.to_json() if cal else None, rescore=True)
+    enc.spec = dataclasses.replace(enc.spec, dim=dim, quantization=args.quantization,
+                                   calibration=cal.to_json() if cal else None, rescore=True)
     enc.post = Postprocess(dim, args.quantization, cal, rescore=True)
     blocks = blocks_of(ids, texts, args.block_rows)
     enc(dict(blocks[0]))  # warm-up
@@ -316,9 +325,10 @@ def ray_pipeline(ref: str, texts: list[str], tokens: int, args, share: float | N
 
     from indexer import schema
     from indexer.config import config_from_dict
-    from indexer.encoders.tokenize import Tokenize
-    from indexer.pipeline import _encode_params, _encode_stage, plan_placement
-    from indexer.stats import StageReporter, start_stats_actor
+    from indexer.run.placement import plan_placement
+    from indexer.stages.encode import EncodeSpec, encode_stage
+    from indexer.stages.stats import StageReporter, start_stats_actor
+    from indexer.stages.tokenize import Tokenize
 
     started = not ray.is_initialized()
     if started:
@@ -341,9 +351,11 @@ def ray_pipeline(ref: str, texts: list[str], tokens: int, args, share: float | N
         ds = ray.data.from_arrow([table.slice(s, args.block_rows) for s in range(0, len(texts), args.block_rows)])
         ds = ds.map_batches(Tokenize(ref, None, "", None, reporter), batch_size=None, batch_format="numpy",
                             num_cpus=getattr(placement, "task_cpus", 1.0))
-        params = _encode_params(cfg, placement, dim or 0, args.quantization, cal.to_json() if cal else None)
-        params["dim"] = dim
-        ds = _encode_stage(ds, cfg, placement, params, reporter)
+        spec = EncodeSpec.from_config(cfg, device=placement.device, torch_threads=placement.torch_threads, dim=dim,
+                                      quantization=args.quantization, calibration=cal.to_json() if cal else None)
+        ds = encode_stage(ds, spec, block_rows=cfg.encode.block_rows, workers=placement.workers,
+                          max_workers=placement.max_workers, num_cpus=placement.num_cpus,
+                          num_gpus=placement.num_gpus, reporter=reporter)
         t0 = time.perf_counter()
         rows = sum(len(b[schema.DENSE]) for b in ds.select_columns([schema.DENSE]).iter_batches(
             batch_size=None, batch_format="numpy"))

@@ -72,7 +72,7 @@ def convert(datasets: list[str]) -> None:
 def _live(config: str) -> dict[str, Any] | None:
     """The run manifest of the live index's version, or None when there is no live index."""
     from indexer.config import load_config
-    from indexer.manifest import Layout, list_runs
+    from indexer.layout import Layout, list_runs
     from indexer.search import SearchError, Searcher
     from indexer.storage import Storage
 

@@ -69,7 +69,7 @@ def _emit_json(obj: Any) -> None:
 def ensure_sample(cfg: JobConfig) -> None:
     """Build the bundled sample corpus at corpus.path when the config asks for it and it's missing."""
     if cfg.corpus.sample and not cfg.corpus.path.startswith("s3://") and not Path(cfg.corpus.path).exists():
-        from .sample import build_sample
+        from .sample_corpus import build_sample
 
         counts = build_sample(cfg.corpus.path)
         err.print(f"built the sample corpus at {cfg.corpus.path}: {counts}")
@@ -93,7 +93,7 @@ def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonO
     """Index the corpus named in CONFIG."""
     _setup_logging(verbose)
     cfg = _load(config, set_)
-    from .pipeline import RunFailed, run as run_job
+    from .run.pipeline import RunFailed, run as run_job
 
     with stdout_to_stderr(json_out):
         ensure_sample(cfg)
@@ -289,7 +289,7 @@ def rollback(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = 
     """Move the alias back to the previous version (or --to VERSION) in both stores."""
     _setup_logging()
     cfg = _load(config, set_)
-    from .pipeline import rollback as do_rollback
+    from .run.publish import rollback as do_rollback
 
     try:
         res = do_rollback(cfg, to)
@@ -306,7 +306,7 @@ def rollback(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = 
 def sample(out: Path = typer.Option(Path(".indexer/sample"), "--out"),
            limit: Optional[int] = typer.Option(None, "--limit")) -> None:
     """Write the bundled sample corpus (stdlib docstrings) as Parquet."""
-    from .sample import build_sample
+    from .sample_corpus import build_sample
 
     err.print(build_sample(out, limit))
 

@@ -188,7 +188,7 @@ class EncodeConfig(_Section):
 
     batch_tokens: int | None = Field(
         None, ge=256, description="Padded tokens per forward pass (length-sorted batches); None = 32768 on GPU, "
-        "4096 on CPU (measured on SciFact: CPU encode time 141 s at 4096 vs 152 s at 8192 and 179 s at 32768).")
+        "4096 on CPU (the fastest CPU setting measured; README, \"Throughput\").")
     block_rows: int = Field(2048, ge=16, description="Rows handed to an encoder actor at a time.")
     workers: int | None = Field(None, ge=1, description="Encoder actors; None = one per GPU, or 1 on CPU clusters.")
     max_workers: int | None = Field(None, ge=1, description="Autoscaling upper bound; None = same as workers.")
@@ -296,8 +296,8 @@ class TextStoreConfig(_Section):
     bm25_k1: float = Field(0.9, gt=0, description="BM25 k1 (Elasticsearch only; tantivy fixes 1.2).")
     bm25_b: float = Field(0.4, ge=0, le=1, description="BM25 b (Elasticsearch only; tantivy fixes 0.75).")
     title_boost: float = Field(
-        0.4, ge=0, description="Weight of the title field in BM25 queries. 0.4 was best on SciFact train (0.698 vs "
-        "0.676 at 1.0): a short title field's BM25 saturates high and would outweigh the text.")
+        0.4, ge=0, description="Weight of the title field in BM25 queries; 0.4 was best on SciFact train (README, "
+        "\"Retrieval quality\"): a short title field's BM25 saturates high and would outweigh the text.")
     elasticsearch: ElasticsearchConfig = Field(default_factory=ElasticsearchConfig)
     writer_heap_mb: int = Field(256, ge=16, description="tantivy writer memory budget.")
 
@@ -305,8 +305,9 @@ class TextStoreConfig(_Section):
 class SearchConfig(_Section):
     """Hybrid search. Defaults chosen on SciFact train qrels (README, "Retrieval quality")."""
 
-    rrf_k: int = Field(10, ge=1, description="Reciprocal rank fusion constant (best of 10/30/60/100 on SciFact train).")
-    fusion: FusionKind = Field(FusionKind.minmax, description="minmax was best on SciFact train (0.736 vs rrf 0.726).")
+    rrf_k: int = Field(10, ge=1, description="Reciprocal rank fusion constant (best on SciFact train).")
+    fusion: FusionKind = Field(
+        FusionKind.minmax, description="Fusion of the modes' hit lists; minmax was best on SciFact train.")
     weights: dict[Literal["dense", "sparse", "bm25"], float] = Field(
         default_factory=lambda: {"dense": 1.0, "sparse": 1.0, "bm25": 1.0},
         description="Per-mode weights for weighted_rrf, dbsf and minmax.",
@@ -325,7 +326,6 @@ class SearchConfig(_Section):
 class RayConfig(_Section):
     address: str | None = Field(None, description="Ray cluster address; None = connect or start locally.")
     object_store_mb: int | None = Field(None, ge=64, description="Object store size for a local Ray start.")
-    read_parallelism: int | None = Field(None, ge=1, description="Concurrent read tasks; None = Ray's default.")
 
 
 class VerifyConfig(_Section):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import csv
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+from .encoders.query import encode_queries
 from .search import MODES, Searcher, Settings
 
 Run = dict[str, dict[str, float]]
@@ -105,24 +105,11 @@ def run_eval(searcher: Searcher, queries: dict[str, str], qrels: Qrels, k: int =
     base = [m for m in ("dense", "sparse", "bm25") if m in modes or "hybrid" in modes]
     if searcher.version["sparse"]["kind"] == "none":
         base = [m for m in base if m != "sparse"]
-    per_mode: dict[str, dict[str, list]] = {m: {} for m in base}
-    latency: dict[str, list[float]] = {m: [] for m in base}
-    coverage: dict[str, float] = {}
-    encode_s: list[float] = []
-    batch = 64
-    for start in range(0, len(qids), batch):
-        chunk = qids[start:start + batch]
-        t0 = time.perf_counter()
-        encoded = searcher.encode([queries[q] for q in chunk])
-        encode_s.append((time.perf_counter() - t0) / max(1, len(chunk)))
-        for qid, eq in zip(chunk, encoded):
-            coverage[qid] = eq.coverage
-            for m in base:
-                t0 = time.perf_counter()
-                per_mode[m][qid] = searcher.mode_hits(eq, depth, [m]).get(m, [])
-                latency[m].append(time.perf_counter() - t0)
-        if progress:
-            progress(min(start + batch, len(qids)), len(qids))
+    found = encode_queries(searcher, queries, qids, base, depth, progress=progress)
+    per_mode = found.hits
+    latency = {m: [found.seconds[m][q] for q in qids] for m in base}
+    coverage = {q: eq.coverage for q, eq in found.encoded.items()}
+    encode_s = found.encode_seconds
     results: dict[str, Any] = {"modes": {}, "queries": len(qids), "k": k}
     for m in base:
         if m in modes:

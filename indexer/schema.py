@@ -6,7 +6,14 @@ whose columns are named here. Internal columns start with ``_``; user columns ne
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 import pyarrow as pa
+
+Columns = dict[str, np.ndarray]
+"""A numpy batch of named columns (Ray Data's ``numpy`` batch format)."""
 
 ID = "id"  # chunk id (string), the user's key
 TEXT = "text"  # chunk text
@@ -37,4 +44,52 @@ REJECTS_SCHEMA = pa.schema(
 """Schema of the rejects Parquet output: one row per input row that was not indexed."""
 
 HASH_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("hash", pa.string())])
+
+# Run records (written by stages, read by the run): what each valid row became, and which rows were written.
+ROWS_SCHEMA = pa.schema([("file", pa.string()), ("row", pa.int64()), ("id", pa.string()),
+                         ("hash", pa.string()), ("state", pa.string())])
+WRITTEN_SCHEMA = pa.schema([("file", pa.string()), ("row", pa.int64())])
+
+NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"  # diff states of a valid row
 """Schema of the per-version (id, hash) manifest used for incremental runs."""
+
+
+@dataclass
+class Hit:
+    """One search result: chunk id, score, and the stored fields (text, title, metadata)."""
+
+    id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)  # only when asked for (rescoring)
+
+
+@dataclass
+class SparseQuery:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass
+class VectorSpec:
+    """What a vector collection stores; derived from the config and the model on the driver."""
+
+    dim: int  # dense dimension after Matryoshka truncation
+    quantization: str  # none | int8 | uint8 | binary
+    sparse: bool  # a sparse vector named 'sparse' with the IDF modifier
+    sparse_idf: bool = True  # IDF applied by the store (bm25 term weights); False for SPLADE
+    rescore: bool = False  # an extra 'dense_rescore' uint8 vector (int8 codes) for binary mode
+
+    @classmethod
+    def build(cls, dim: int, quantization: str, sparse_kind: str, rescore: bool) -> "VectorSpec":
+        """The spec of a collection from its settings (``sparse_kind``: bm25 | splade | none): the one
+        place they become a spec, for a run (from the config) and for search (from the version manifest)."""
+        return cls(dim=dim, quantization=quantization, sparse=sparse_kind != "none",
+                   sparse_idf=sparse_kind == "bm25", rescore=rescore)
+
+    @classmethod
+    def from_version(cls, version: dict[str, Any]) -> "VectorSpec":
+        """The spec a version was written with, read from its version manifest."""
+        dense = version["dense"]
+        return cls.build(int(dense["dim"]), dense["quantization"], version["sparse"]["kind"],
+                         bool(dense.get("rescore")))

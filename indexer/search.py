@@ -14,11 +14,11 @@ import numpy as np
 
 from .config import FusionKind, JobConfig
 from .fusion import dbsf, minmax, rrf
-from .manifest import Layout, read_version
-from .quantize import Calibration, asymmetric_scores, quantize_scalar, unpack_binary
-from .sinks.base import Hit, SparseQuery, VectorSpec
-from .sinks.factory import text_store_factory, vector_store_factory
+from .layout import Layout, read_version
+from .quantize import Calibration, asymmetric_scores, pack_binary, quantize_scalar
+from .schema import Hit, SparseQuery, VectorSpec
 from .storage import Storage
+from .stores.factory import text_store_factory, vector_store_factory
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,7 @@ class Searcher:
         self.cfg = cfg
         self.storage = Storage(cfg.corpus.s3)
         self.layout = Layout(cfg.index.dir)
-        probe_spec = VectorSpec(dim=1, quantization="none", sparse=True)
-        probe = vector_store_factory(cfg, probe_spec)()
+        probe = vector_store_factory(cfg)()
         try:
             self.collection = collection or probe.get_alias(cfg.index.name)
         finally:
@@ -126,9 +125,7 @@ class Searcher:
         self.dim = int(d["dim"])
         self.quantization = d["quantization"]
         self.calibration = Calibration.from_json(d["calibration"]) if d.get("calibration") else None
-        self.spec = VectorSpec(dim=self.dim, quantization=self.quantization,
-                               sparse=self.version["sparse"]["kind"] != "none",
-                               sparse_idf=self.version["sparse"]["kind"] == "bm25", rescore=bool(d.get("rescore")))
+        self.spec = VectorSpec.from_version(self.version)
         self.vectors = vector_store_factory(cfg, self.spec)()
         self.text = text_store_factory(cfg)()
         self.device = device
@@ -196,7 +193,7 @@ class Searcher:
             codes = quantize_scalar(v[None, :], self.calibration)[0]
             hits = self.vectors.search_dense(self.collection, codes, over, with_vectors=True)
             return self._rescore(v, hits, "dense", k)
-        bits = np.packbits(v[None, :] > 0, axis=1)[0]
+        bits = pack_binary(v[None, :])[0]
         if self.spec.rescore and self.calibration is not None:
             hits = self.vectors.search_dense(self.collection, bits, over, with_vectors=True)
             return self._rescore(v, hits, "dense_rescore", k)

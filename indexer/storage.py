@@ -7,6 +7,7 @@ the next scheduled run, can find them. S3 goes through boto3 with the standard c
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -14,7 +15,7 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -155,3 +156,26 @@ class Storage:
 
     def read_parquet(self, uri: str) -> pa.Table:
         return pq.read_table(io.BytesIO(self.read_bytes(uri)))
+
+
+def part_key(files: Iterable[str], rows: Iterable[int]) -> str:
+    """A name for a part from the (file, row) pairs it holds: a retried task rewrites its own part."""
+    h = hashlib.blake2b(digest_size=12)
+    for f, r in zip(files, rows):
+        h.update(f"{f}:{int(r)}|".encode())
+    return h.hexdigest()
+
+
+def write_part(storage: Storage, directory: str, table: pa.Table) -> None:
+    """Write ``table`` (with ``file`` and ``row`` columns) as one part under ``directory``."""
+    if table.num_rows:
+        key = part_key(table.column("file").to_pylist(), table.column("row").to_pylist())
+        storage.write_parquet(join(directory, f"part-{key}.parquet"), table)
+
+
+def read_parts(storage: Storage, directory: str, schema: pa.Schema) -> pa.Table:
+    """Every part under ``directory``, as one table of ``schema``."""
+    tables = [storage.read_parquet(u) for u in storage.list(directory) if u.endswith(".parquet")]
+    if not tables:
+        return schema.empty_table()
+    return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])

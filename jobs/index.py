@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from indexer.config import ConfigError, load_config  # noqa: E402
-from indexer.pipeline import RunFailed, run  # noqa: E402
+from indexer.run.pipeline import RunFailed, run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

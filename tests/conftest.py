@@ -26,10 +26,10 @@ def sample_docs(n: int, text_chars: int = 600) -> list[dict]:
     """The first ``n`` chunks of the bundled sample corpus as rows (id, title, text, module)."""
     import itertools
 
-    from indexer.sample import _chunks
+    from indexer.sample_corpus import stdlib_chunks
 
     out = [{"id": c["id"], "title": c["title"], "text": c["text"][:text_chars], "module": c["module"]}
-           for c in itertools.islice(_chunks(), n)]
+           for c in itertools.islice(stdlib_chunks(), n)]
     if len(out) < n:
         raise AssertionError(f"sample corpus has only {len(out)} chunks, {n} asked")
     return out

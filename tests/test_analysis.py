@@ -30,7 +30,7 @@ def test_cjk_segments_words_and_analyzes_latin_runs():
 
 def test_title_boost_weights_the_title_field(tmp_path):
     from indexer.config import TextStoreConfig
-    from indexer.sinks.tantivy_text import TantivyTextStore
+    from indexer.stores.tantivy_text import TantivyTextStore
 
     docs = [("t", "Protein folding", "A study of chaperones in cells."),
             ("x", "Cell biology", "Protein folding of chaperones studied in detail.")]

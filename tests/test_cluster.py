@@ -99,7 +99,7 @@ def test_placement_shares_one_cpu_nodes():
     """1-CPU nodes: one actor per node at half a CPU, tasks at the other half; bigger nodes keep
     whole CPUs for tasks."""
     from indexer.config import load_config
-    from indexer.pipeline import plan_placement
+    from indexer.run.placement import plan_placement
 
     cfg = load_config(ROOT / "configs" / "local.yaml")
     p = plan_placement(cfg, {"CPU": 2.0}, [{"CPU": 1.0}, {"CPU": 1.0}])
@@ -152,10 +152,10 @@ def cluster():
 
 
 def _corpus(path: Path) -> Path:
-    from indexer.sample import _chunks
+    from indexer.sample_corpus import stdlib_chunks
 
     rows = [{"id": c["id"], "title": c["title"], "text": c["text"][:200], "module": c["module"]}
-            for c in itertools.islice(_chunks(), ROWS)]
+            for c in itertools.islice(stdlib_chunks(), ROWS)]
     return write_parquet(path / "corpus" / "part.parquet", rows, row_group_size=ROWS // 8)
 
 
@@ -202,8 +202,8 @@ def test_job_submit_two_nodes(cluster, tmp_path):
     assert len(m["stages"]["write"]["nodes"]) == 2, m["stages"]["write"]
 
     from indexer.config import load_config
-    from indexer.pipeline import vector_spec
-    from indexer.sinks.factory import text_store_factory, vector_store_factory
+    from indexer.run.plan import vector_spec
+    from indexer.stores.factory import text_store_factory, vector_store_factory
 
     cfg = load_config(ROOT / "configs" / "local.yaml", [f"index.dir={index_dir}", "dense.dim=128"])
     v, t = vector_store_factory(cfg, vector_spec(cfg, 128))(), text_store_factory(cfg)()

@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 
 from indexer.config import PACKAGED_MODEL, config_from_dict
-from indexer.encoders.dense import (
-    Batch, DenseModel, Encode, Postprocess, flatten_features, pad_rows, padding_share, plan_batches, plan_shapes,
-    postprocess,
-)
-from indexer.pipeline import MIN_FEED_CPUS_PER_GPU, plan_placement
+from indexer.encoders.batching import ForwardPass, flatten_features, pad_rows, padding_share, plan_batches, plan_shapes
+from indexer.encoders.dense import DenseModel, Postprocess, postprocess
+from indexer.run.placement import MIN_FEED_CPUS_PER_GPU, plan_placement
 from indexer.quantize import calibrate, pack_binary, quantize_scalar, truncate_normalize
+from indexer.stages.encode import Encode, EncodeSpec
 
 TEXTS = [
     "parse a JSON document into Python objects",
@@ -53,9 +52,9 @@ def test_plan_shapes_rounds_widths_and_buckets_rows():
 def test_padding_share_hand_computed():
     lengths = np.array([4, 2, 3, 1])
     # one batch of width 4 with 4 rows: 16 computed, 10 real
-    assert padding_share(lengths, [Batch(np.arange(4), 4, 4)]) == pytest.approx(6 / 16)
+    assert padding_share(lengths, [ForwardPass(np.arange(4), 4, 4)]) == pytest.approx(6 / 16)
     # two exact batches plus a dummy row in the second: (4+3) real of 8, (2+1) real of 2*2 + 2 dummy
-    batches = [Batch(np.array([0, 2]), 4, 2), Batch(np.array([1, 3]), 2, 3)]
+    batches = [ForwardPass(np.array([0, 2]), 4, 2), ForwardPass(np.array([1, 3]), 2, 3)]
     assert padding_share(lengths, batches) == pytest.approx(1 - 10 / 14)
     assert padding_share(lengths, []) == 0.0
 
@@ -77,14 +76,14 @@ def test_pad_rows_and_flatten_features():
 
 
 def test_padding_counters(minilm):
-    from indexer.encoders.tokenize import tokenize_texts
+    from indexer.encoders.tokens import tokenize_texts
 
     ids, _, _, _ = tokenize_texts(TEXTS, PACKAGED_MODEL)
     lengths = np.array([len(x) for x in ids])
     pad0, real0 = minilm.padding_tokens, minilm.real_tokens
     minilm.embed_ids(ids, batch_tokens=512)
     assert minilm.real_tokens - real0 == lengths.sum()
-    expected = padding_share(lengths, minilm.plan(lengths, 512))
+    expected = padding_share(lengths, minilm.shapes(lengths, 512))
     got = (minilm.padding_tokens - pad0) / (minilm.padding_tokens - pad0 + lengths.sum())
     assert got == pytest.approx(expected)
 
@@ -93,7 +92,7 @@ def test_padding_counters(minilm):
 
 def test_fast_tokenize_path_equals_the_tokenizer_call():
     from indexer.encoders.models import load_tokenizer
-    from indexer.encoders.tokenize import content_ids
+    from indexer.encoders.tokens import content_ids
 
     texts = TEXTS + ["", "Café naïve — résumé", "数据库 连接 与 查询", "  spaces\tand\nnewlines  ",
                      "a" * 3000, "don't [MASK] the [SEP] token", "e\u0301 composed vs é"]
@@ -106,7 +105,7 @@ def test_fast_tokenize_path_equals_the_tokenizer_call():
 # -- the model --------------------------------------------------------------------------------
 
 def test_pretokenized_path_matches_sentence_transformers(minilm):
-    from indexer.encoders.tokenize import tokenize_texts
+    from indexer.encoders.tokens import tokenize_texts
 
     ref = minilm.model.encode(TEXTS, convert_to_numpy=True, normalize_embeddings=True)
     ids, _, truncated, _ = tokenize_texts(TEXTS, PACKAGED_MODEL)
@@ -119,7 +118,7 @@ def test_pretokenized_path_matches_sentence_transformers(minilm):
 
 def test_encode_stage_outputs(minilm):
     from indexer import schema
-    from indexer.encoders.tokenize import _ragged, tokenize_texts
+    from indexer.encoders.tokens import ragged, tokenize_texts
 
     ids, _, _, _ = tokenize_texts(TEXTS, PACKAGED_MODEL)
     emb = minilm.embed_ids(ids, 1024).numpy()
@@ -127,15 +126,15 @@ def test_encode_stage_outputs(minilm):
     params = {"model": PACKAGED_MODEL, "device": "cpu", "dtype": "auto", "max_seq_length": None,
               "torch_threads": None, "batch_tokens": 300, "dim": 128, "quantization": "binary",
               "calibration": cal.to_json(), "rescore": True}
-    enc = Encode(params)
-    batch = {schema.ID: np.array([str(i) for i in range(len(ids))], dtype=object), schema.INPUT_IDS: _ragged(ids)}
+    enc = Encode(EncodeSpec(**params))
+    batch = {schema.ID: np.array([str(i) for i in range(len(ids))], dtype=object), schema.INPUT_IDS: ragged(ids)}
     out = enc(batch)
     x = truncate_normalize(emb, 128)
     # same model, different batching: float noise may flip a sign that sits right at zero
     assert (np.unpackbits(out[schema.DENSE], axis=1) == np.unpackbits(pack_binary(x), axis=1)).mean() > 0.99
     assert np.abs(out[schema.DENSE_RESCORE].astype(int) - quantize_scalar(x, cal).astype(int)).max() <= 1
     assert schema.INPUT_IDS not in out
-    empty = enc({schema.ID: np.array([], dtype=object), schema.INPUT_IDS: _ragged([])})
+    empty = enc({schema.ID: np.array([], dtype=object), schema.INPUT_IDS: ragged([])})
     assert empty[schema.DENSE].shape == (0, 16) and empty[schema.DENSE].dtype == np.uint8
 
 
@@ -231,7 +230,7 @@ def test_placement_cpu_cluster_and_device_override():
 def test_gpu_matches_cpu_and_numpy():
     import torch
 
-    from indexer.encoders.tokenize import tokenize_texts
+    from indexer.encoders.tokens import tokenize_texts
 
     ids, _, _, _ = tokenize_texts(TEXTS * 20, PACKAGED_MODEL)
     cpu = DenseModel(PACKAGED_MODEL, device="cpu").embed_ids(ids, 4096).numpy()
@@ -251,7 +250,7 @@ def test_gpu_matches_cpu_and_numpy():
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", ["compile", "cudagraphs"])
 def test_gpu_compiled_backends_match_eager(backend):
-    from indexer.encoders.tokenize import tokenize_texts
+    from indexer.encoders.tokens import tokenize_texts
 
     ids, _, _, _ = tokenize_texts(TEXTS * 4, PACKAGED_MODEL)
     eager = DenseModel(PACKAGED_MODEL, device="cuda").embed_ids(ids, 2048).cpu().numpy()

@@ -23,8 +23,8 @@ import pytest
 
 from indexer import schema
 from indexer.config import ConfigError, TextStoreConfig, config_from_dict, dump_config, load_config
-from indexer.sinks.base import TransientStoreError
-from indexer.sinks.elasticsearch import ElasticsearchStoreError, ElasticsearchTextStore, index_body
+from indexer.stores.base import TransientStoreError
+from indexer.stores.elasticsearch import ElasticsearchStoreError, ElasticsearchTextStore, index_body
 
 # --------------------------------------------------------------------------------------------
 # A fake Elasticsearch
@@ -678,12 +678,12 @@ def test_credentials_in_host_urls_are_refused():
 
 @pytest.mark.usefixtures("ray_local")
 def test_pipeline_writes_elasticsearch(fake, tmp_path):
-    from indexer.pipeline import run
-    from indexer.sample import _chunks
+    from indexer.run.pipeline import run
+    from indexer.sample_corpus import stdlib_chunks
     from tests.conftest import write_parquet
 
     docs = []
-    for c in _chunks():
+    for c in stdlib_chunks():
         docs.append({"id": c["id"], "title": c["title"], "text": c["text"][:300], "module": c["module"]})
         if len(docs) == 40:
             break

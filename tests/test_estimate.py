@@ -13,25 +13,16 @@ import numpy as np
 import pytest
 
 from indexer.config import load_config
-from indexer.estimate import (
-    GPU_MFU,
-    PEAK_TFLOPS,
-    ModelShape,
-    bench_throughput,
-    effective_seq,
-    estimate,
-    model_shape,
-    save_profile,
-    throughput,
-)
+from indexer.estimate import bench_throughput, estimate, save_profile
+from indexer.estimate.cost import GPU_MFU, PEAK_TFLOPS, ModelShape, effective_seq, model_shape, throughput
 from tests.conftest import ROOT, SHARED_DATA, write_parquet
 
 
 def docs(n: int) -> list[dict]:
-    from indexer.sample import _chunks
+    from indexer.sample_corpus import stdlib_chunks
 
     return [{"id": c["id"], "title": c["title"], "text": c["text"][:300], "module": c["module"]}
-            for c in itertools.islice(_chunks(), n)]
+            for c in itertools.islice(stdlib_chunks(), n)]
 
 
 def cfg_for(tmp: Path, *extra: str):
@@ -103,7 +94,7 @@ def test_estimate_writes_nothing_and_prints_a_table(tmp_path):
 
 @pytest.mark.usefixtures("ray_local")
 def test_incremental_estimate_prices_only_the_delta(tmp_path):
-    from indexer.pipeline import run
+    from indexer.run.pipeline import run
 
     rows = docs(200)
     write_parquet(tmp_path / "corpus" / "part.parquet", rows, row_group_size=50)

@@ -95,7 +95,7 @@ def test_weighted_dbsf_hand_computed():
 def test_search_fuse_applies_settings():
     from indexer.config import FusionKind
     from indexer.search import Settings, fuse
-    from indexer.sinks.base import Hit
+    from indexer.schema import Hit
 
     per_mode = {"dense": [Hit("a", 0.9), Hit("b", 0.8), Hit("c", 0.1)],
                 "sparse": [Hit("z", 9.0)],
@@ -115,7 +115,7 @@ def test_search_fuse_applies_settings():
 
 def test_low_vocabulary_coverage_falls_back_to_bm25():
     from indexer.search import Settings, fuse, vocab_coverage
-    from indexer.sinks.base import Hit
+    from indexer.schema import Hit
 
     en, zh = vocab_coverage("packaged:all-MiniLM-L6-v2", ["parse a JSON document", "《战国无双3》是由哪两个公司合作开发的？"])
     assert en == 1.0 and zh < 0.6

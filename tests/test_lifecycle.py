@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from indexer.config import load_config
-from indexer.pipeline import RunFailed, run, vector_spec
-from indexer.sample import _chunks
+from indexer.run.pipeline import RunFailed, run
+from indexer.run.plan import vector_spec
+from indexer.sample_corpus import stdlib_chunks
 from indexer.search import Searcher
-from indexer.sinks.base import TransientStoreError, WriteResult
-from indexer.sinks.factory import text_store_factory, vector_store_factory
+from indexer.stores.base import StoreTarget, TransientStoreError, WriteResult
+from indexer.stores.factory import text_store_factory, vector_store_factory
 from tests.conftest import ROOT, write_parquet
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -32,7 +33,7 @@ _DOCS = None
 def docs(n: int) -> list[dict]:
     global _DOCS
     if _DOCS is None:
-        _DOCS = [{"id": c["id"], "title": c["title"], "text": c["text"][:160], "module": c["module"]} for c in _chunks()]
+        _DOCS = [{"id": c["id"], "title": c["title"], "text": c["text"][:160], "module": c["module"]} for c in stdlib_chunks()]
     assert len(_DOCS) >= n
     return [dict(d) for d in _DOCS[:n]]
 
@@ -129,7 +130,7 @@ class RefusingStore(FlakyStore):
 
 
 def _factory(cls, inner, marker):
-    return functools.partial(cls, inner, marker)
+    return StoreTarget(functools.partial(cls, inner, marker), inner.single_writer)
 
 
 @pytest.fixture()

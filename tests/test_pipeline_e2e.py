@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from indexer.config import load_config
-from indexer.pipeline import rollback, run
+from indexer.run.pipeline import run
+from indexer.run.publish import rollback
 from indexer.search import Searcher
 from tests.conftest import sample_docs, write_parquet
 

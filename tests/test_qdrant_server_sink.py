@@ -19,10 +19,11 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from indexer import schema
 from indexer.config import EdgeStoreConfig, QdrantServerConfig, load_config
 from indexer.ids import point_id
-from indexer.sinks import qdrant_server as qs
-from indexer.sinks.base import SparseQuery, TransientStoreError, VectorSpec
-from indexer.sinks.qdrant_edge import EdgeVectorStore
-from indexer.sinks.qdrant_server import QdrantServerStore, is_transient
+from indexer.schema import SparseQuery, VectorSpec
+from indexer.stores import qdrant_server as qs
+from indexer.stores.base import TransientStoreError
+from indexer.stores.qdrant_edge import EdgeVectorStore
+from indexer.stores.qdrant_server import QdrantServerStore, is_transient
 from tests.conftest import sample_docs, write_parquet
 
 COLL = "chunks_v1"
@@ -714,7 +715,7 @@ def _tie_canonical(hits, tol=1e-4):
 def test_pipeline_congruent_with_embedded_store(tmp_path, ray_local):
     """The same corpus indexed into the embedded engine and through qdrant-client answers every
     mode alike (exact search on both; ties may come back in any order)."""
-    from indexer.pipeline import run
+    from indexer.run.pipeline import run
     from indexer.search import Searcher
 
     docs = _docs(200)

@@ -19,7 +19,7 @@ import pytest
 
 from indexer import schema
 from indexer.config import ConfigError, CorpusConfig, S3Config, load_config
-from indexer.sources.parquet import SourceError, list_files, plan, read_fragment
+from indexer.sources.parquet import SourceError, list_files, plan_corpus, read_fragment
 from indexer.storage import Storage
 from tests.conftest import ROOT, S3_TEST_ENV, sample_docs, write_parquet
 
@@ -139,7 +139,7 @@ def test_plan_and_read_parquet_from_s3(s3, tmp_path):
     files = list_files(cfg)
     assert files == ["s3://corpus-plan/chunks/a.parquet", "s3://corpus-plan/chunks/c.parquet",
                      "s3://corpus-plan/chunks/sub/b.parquet"]
-    p = plan(cfg)
+    p = plan_corpus(cfg)
     assert [(f.file, f.row_group, f.row_offset, f.num_rows) for f in p.fragments] == [
         ("s3://corpus-plan/chunks/a.parquet", g, g * 10, 10) for g in range(3)]
     bad = {b.file.rsplit("/", 1)[1]: b for b in p.bad_files}
@@ -181,7 +181,7 @@ def test_storage_roundtrip_on_s3(s3):
 
 @pytest.mark.usefixtures("ray_local")
 def test_pipeline_on_s3_full_then_incremental_and_no_credentials_leak(s3, tmp_path, caplog, capfd):
-    from indexer.pipeline import run
+    from indexer.run.pipeline import run
     from indexer.search import Searcher
 
     caplog.set_level(logging.INFO)

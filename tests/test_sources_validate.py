@@ -4,9 +4,9 @@ import pytest
 
 from indexer import schema
 from indexer.config import CorpusConfig
-from indexer.sources.parquet import SourceError, list_files, plan, read_fragment
+from indexer.sources.parquet import SourceError, list_files, plan_corpus, read_fragment, row_reason
+from indexer.stages.validate import Validate
 from indexer.storage import Storage
-from indexer.validate import Validate, row_reason
 from tests.conftest import write_parquet
 
 
@@ -34,7 +34,7 @@ def test_plan_rejects_bad_files_and_finds_duplicates(tmp_path):
     write_parquet(tmp_path / "2.parquet", [{"id": "d3", "text": "again"}, {"id": "new", "text": "x"}])
     write_parquet(tmp_path / "3.parquet", [{"id": "z", "body": "no text column"}])
     (tmp_path / "4.parquet").write_bytes(b"not parquet at all")
-    p = plan(CorpusConfig(path=str(tmp_path)))
+    p = plan_corpus(CorpusConfig(path=str(tmp_path)))
     assert p.total_rows == 5 + 2 + 1 + 1
     assert [f.num_rows for f in p.fragments] == [2, 2, 1, 2]
     assert [f.row_offset for f in p.fragments[:3]] == [0, 2, 4]
@@ -55,7 +55,7 @@ def test_read_fragment_types_metadata_and_utf8(tmp_path):
     })
     path = write_parquet(tmp_path / "c.parquet", table)
     cfg = CorpusConfig(path=str(path), title_column="title")
-    b = read_fragment(plan(cfg).fragments[0], cfg)
+    b = read_fragment(plan_corpus(cfg).fragments[0], cfg)
     assert list(b[schema.TEXT][[0, 3]]) == ["hello", "ok"]
     assert b[schema.REJECT_REASON][1].startswith("text is not valid UTF-8")
     assert b[schema.TITLE][1] == ""
@@ -66,7 +66,7 @@ def test_read_fragment_types_metadata_and_utf8(tmp_path):
 def test_non_string_ids_are_rejected(tmp_path):
     path = write_parquet(tmp_path / "i.parquet", [{"id": 1, "text": "x"}])
     cfg = CorpusConfig(path=str(path))
-    b = read_fragment(plan(cfg).fragments[0], cfg)
+    b = read_fragment(plan_corpus(cfg).fragments[0], cfg)
     assert b[schema.REJECT_REASON][0] == "id is not a string (int64)"
 
 
@@ -75,7 +75,7 @@ def test_validate_splits_and_writes_rejects(tmp_path):
             {"id": "a", "text": "dup"}, {"id": "c", "text": "also fine"}]
     path = write_parquet(tmp_path / "v.parquet", rows)
     cfg = CorpusConfig(path=str(path))
-    p = plan(cfg)
+    p = plan_corpus(cfg)
     batch = read_fragment(p.fragments[0], cfg)
     out = Validate(str(tmp_path / "rej"), Storage())(batch)
     assert list(out[schema.ID]) == ["a", "c"]

@@ -71,7 +71,7 @@ def test_splade_model_encodes_both_sides(models):
 @pytest.mark.parametrize("which", ["splade", "doc_only"])
 def test_splade_index_and_search(models, which, tmp_path, ray_local):
     from indexer.config import load_config
-    from indexer.pipeline import run
+    from indexer.run.pipeline import run
     from indexer.search import Searcher
 
     path = dict(zip(("splade", "doc_only"), models))[which]

@@ -11,8 +11,9 @@ import pytest
 from indexer.config import FusionKind
 from indexer.quantize import asymmetric_scores, calibrate, quantize_scalar, truncate_normalize
 from indexer.search import Settings
-from indexer.sweep import (DenseSetting, MemoryDenseIndex, SweepError, dense_settings, fusion_settings,
-                           parse_sweep)
+from indexer.sweep import SweepError, parse_sweep
+from indexer.sweep.axes import DenseSetting, dense_settings, fusion_settings
+from indexer.sweep.memory import MemoryDenseIndex
 
 
 def test_parse_sweep_types_and_errors():
@@ -121,7 +122,7 @@ QRELS = {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}, "q4": {"d4": 1}}
 @pytest.fixture(scope="module")
 def tiny_index(tmp_path_factory, ray_local):
     from indexer.config import load_config
-    from indexer.pipeline import run
+    from indexer.run.pipeline import run
     from tests.conftest import write_parquet
 
     tmp = tmp_path_factory.mktemp("sweep")

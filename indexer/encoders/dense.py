@@ -1,8 +1,8 @@
-"""Dense encoding on an actor: token ids -> sentence-transformers model -> MRL truncation ->
-normalisation -> quantization, all on the model's device before copying back.
+"""Dense encoding: token ids -> sentence-transformers model -> MRL truncation -> normalisation ->
+quantization, all on the model's device before copying back.
 
-Batches are planned by a token budget over length-sorted rows (padding counted), not a fixed row
-count, so long and short chunks both keep the device busy without running out of memory.
+Forward passes are shaped by :mod:`indexer.encoders.batching` (a token budget over length-sorted
+rows); the actor stage that runs this model is :class:`indexer.stages.encode.Encode`.
 
 On CUDA the encoder keeps more than one batch in flight: the next batch's ids are padded on the
 host into pinned memory and copied on a side stream while the current batch computes, and each
@@ -18,90 +18,19 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import time
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .. import schema
 from ..quantize import Calibration
-from ..stats import StageReporter
+from .batching import (COMPILE_WIDTH_MULTIPLE, CUDA_WIDTH_MULTIPLE, ForwardPass, flatten_features, pad_rows,
+                       plan_shapes)
 
 log = logging.getLogger(__name__)
 
 ATTENTION_CHOICES = ("auto", "sdpa", "flash_attention_2", "eager")
 BACKEND_CHOICES = ("torch", "compile", "cudagraphs")
-CUDA_WIDTH_MULTIPLE = 8  # tensor-core friendly widths on GPU; costs a few padding tokens per row at most
-COMPILE_WIDTH_MULTIPLE = 32  # fewer distinct shapes for compiled backends (one compilation per shape)
-COMPILE_MIN_ROWS = 8  # row counts of compiled shapes are powers of two from here up to the budget
 COMPILE_RECOMPILE_LIMIT = 256  # torch._dynamo's per-function limit is 8 shapes; bucketing needs more
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One forward pass: row indices into the block, padded width, padded row count.
-
-    ``rows > len(idx)`` only for compiled backends, which need a small set of fixed shapes; the
-    extra rows are dummies whose outputs are dropped.
-    """
-
-    idx: np.ndarray
-    width: int
-    rows: int
-
-
-def _round_up(x: int, multiple: int) -> int:
-    return -(-x // multiple) * multiple
-
-
-def plan_shapes(lengths: np.ndarray, batch_tokens: int, max_rows: int | None = None, width_multiple: int = 1,
-                max_width: int | None = None, bucket_rows: bool = False) -> list[Batch]:
-    """Group row indices into batches, longest first, so ``rows * width <= batch_tokens``.
-
-    ``width`` is the batch's longest row rounded up to ``width_multiple`` (never above
-    ``max_width``, the model's token limit). With ``bucket_rows`` the row count of a batch that
-    is not full is rounded up to a power of two (at least :data:`COMPILE_MIN_ROWS`), so a
-    compiled model sees few distinct shapes. A single row longer than the budget gets a batch of
-    its own. Every index appears in exactly one batch.
-    """
-    lengths = np.asarray(lengths)
-    order = np.argsort(-lengths, kind="stable")
-    batches: list[Batch] = []
-    start, n = 0, len(order)
-    while start < n:
-        longest = max(int(lengths[order[start]]), 1)
-        width = _round_up(longest, max(1, width_multiple))
-        if max_width:
-            width = max(longest, min(width, max_width))
-        cap = max(1, batch_tokens // width)
-        if max_rows:
-            cap = min(cap, max_rows)
-        idx = order[start:start + cap]
-        rows = len(idx)
-        if bucket_rows and rows < cap:
-            rows = min(cap, max(COMPILE_MIN_ROWS, 1 << (rows - 1).bit_length()))
-        batches.append(Batch(idx, width, rows))
-        start += cap
-    return batches
-
-
-def plan_batches(lengths: np.ndarray, batch_tokens: int, max_rows: int | None = None) -> list[np.ndarray]:
-    """Row indices of each batch, longest first, so ``rows * longest <= batch_tokens``.
-
-    A single row longer than the budget gets a batch of its own. Returns index arrays into
-    ``lengths``; every index appears exactly once.
-    """
-    return [b.idx for b in plan_shapes(lengths, batch_tokens, max_rows)]
-
-
-def padding_share(lengths: np.ndarray, batches: Sequence[Batch]) -> float:
-    """Share of the tokens a device computes that are padding: ``1 - real / (sum rows * width)``."""
-    lengths = np.asarray(lengths)
-    computed = sum(b.rows * b.width for b in batches)
-    real = sum(int(lengths[b.idx].sum()) for b in batches)
-    return 0.0 if computed == 0 else 1.0 - real / computed
 
 
 def resolve_device(device: str) -> str:
@@ -136,40 +65,6 @@ def resolve_attention(attention: str, device: str, torch_dtype, backend: str = "
             and importlib.util.find_spec("flash_attn") is not None):
         return "flash_attention_2"
     return "sdpa"
-
-
-def flatten_features(ids: Sequence[np.ndarray], position_offset: int = 0) -> dict[str, Any]:
-    """Variable-length rows packed into one row, as ``transformers.DataCollatorWithFlattening``
-    (flash-attention kwargs and ``seq_idx``) builds them: numpy arrays plus two ints."""
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    total = int(lengths.sum())
-    flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]) if len(ids) else np.zeros(0, np.int64)
-    starts = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=starts[1:])
-    positions = np.arange(total, dtype=np.int64) - np.repeat(starts[:-1], lengths) + position_offset
-    cu = starts.astype(np.int32)
-    longest = int(lengths.max()) if len(ids) else 0
-    return {"input_ids": flat[None, :], "position_ids": positions[None, :],
-            "seq_idx": np.repeat(np.arange(len(ids), dtype=np.int32), lengths)[None, :],
-            "cu_seq_lens_q": cu, "cu_seq_lens_k": cu.copy(), "max_length_q": longest, "max_length_k": longest}
-
-
-def pad_rows(ids: Sequence[np.ndarray], width: int, rows: int, pad_id: int,
-             out_ids: np.ndarray | None = None, out_mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded ``(rows, width)`` int64 ids and attention mask; rows past ``len(ids)`` are
-    dummies (one pad token, masked in) so no row is fully masked. Writes into ``out_*`` if given."""
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    arr = out_ids if out_ids is not None else np.empty((rows, width), dtype=np.int64)
-    mask = out_mask if out_mask is not None else np.empty((rows, width), dtype=np.int64)
-    arr.fill(pad_id)
-    np.less(np.arange(width)[None, :], np.concatenate([lengths, np.ones(rows - len(ids), np.int64)])[:, None],
-            out=mask, casting="unsafe")
-    if len(ids):
-        flat = np.concatenate([np.asarray(x) for x in ids])
-        row = np.repeat(np.arange(len(ids)), lengths)
-        starts = np.cumsum(lengths) - lengths
-        arr[row, np.arange(len(flat)) - np.repeat(starts, lengths)] = flat
-    return arr, mask
 
 
 def pack_bits(bits):
@@ -315,7 +210,7 @@ class DenseModel:
         target.forward = torch.compile(target.forward, dynamic=False,
                                        mode="reduce-overhead" if self.backend == "cudagraphs" else None)
 
-    def plan(self, lengths: np.ndarray, batch_tokens: int) -> list[Batch]:
+    def shapes(self, lengths: np.ndarray, batch_tokens: int) -> list[ForwardPass]:
         """The batches this model runs for rows of these lengths."""
         if self.flatten:
             return plan_shapes(lengths, batch_tokens)
@@ -323,7 +218,7 @@ class DenseModel:
                            max_width=self.info.max_seq_length, bucket_rows=self.backend != "torch")
 
     # -- one batch: host features, copy to device ---------------------------------------------
-    def _host_features(self, ids: Sequence[np.ndarray], b: Batch) -> dict[str, Any]:
+    def _host_features(self, ids: Sequence[np.ndarray], b: ForwardPass) -> dict[str, Any]:
         import torch
 
         rows = [ids[i] for i in b.idx]
@@ -338,7 +233,7 @@ class DenseModel:
         arr, mask = pad_rows(rows, b.width, b.rows, self.info.pad_id)
         return {"input_ids": torch.from_numpy(arr), "attention_mask": torch.from_numpy(mask)}
 
-    def _stage(self, ids: Sequence[np.ndarray], b: Batch):
+    def _stage(self, ids: Sequence[np.ndarray], b: ForwardPass):
         """Features of batch ``b`` on the device, and the event that marks them copied (CUDA)."""
         import torch
 
@@ -374,7 +269,7 @@ class DenseModel:
 
         n = len(ids)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
-        batches = self.plan(lengths, batch_tokens)
+        batches = self.shapes(lengths, batch_tokens)
         order = np.concatenate([b.idx for b in batches]) if batches else np.zeros(0, np.int64)
         sorted_out: list | None = None
         pos = 0
@@ -447,59 +342,7 @@ class DenseModel:
 
     def encode_texts(self, texts: list[str], batch_tokens: int = 16384, prefix: str = ""):
         """Embed raw texts (used for queries): same tokenization and model path as documents."""
-        from .tokenize import tokenize_texts
+        from .tokens import tokenize_texts
 
         ids, _, _, _ = tokenize_texts([prefix + t for t in texts], self.model_ref, self.info.max_seq_length)
         return self.embed_ids(ids, batch_tokens)
-
-
-class Encode:
-    """Pipeline stage (actor pool): dense vectors (and SPLADE sparse vectors when configured).
-
-    The model loads when the actor starts, never on the driver. Rows arrive with token ids from
-    :class:`indexer.encoders.tokenize.Tokenize`; rows leave with storage-form vectors.
-    """
-
-    name = "encode"
-
-    def __init__(self, params: dict[str, Any], reporter: StageReporter | None = None):
-        self.p = params
-        self.reporter = reporter or StageReporter()
-        self.setup()
-
-    def setup(self) -> None:
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        t0 = time.perf_counter()
-        p = self.p
-        self.model = DenseModel(p["model"], p["device"], p["dtype"], p["max_seq_length"], p["torch_threads"],
-                                p.get("attention", "auto"), p.get("backend", "torch"))
-        cal = p.get("calibration")
-        self.calibration = Calibration.from_json(cal) if isinstance(cal, dict) else cal
-        self.post = Postprocess(p["dim"], p["quantization"], self.calibration, p.get("rescore", False))
-        self.splade = None
-        if p.get("splade_model"):
-            from .sparse import SpladeModel
-
-            self.splade = SpladeModel(p["splade_model"], self.model.device, p.get("splade_max_seq_length"))
-        log.info("encoder ready on %s (%s, attention %s, backend %s) in %.1fs", self.model.device,
-                 str(self.model.torch_dtype).removeprefix("torch."), self.model.attention, self.model.backend,
-                 time.perf_counter() - t0)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(batch[schema.ID])
-        with self.reporter.measure(self.name, n) as extra:
-            pad0, real0 = self.model.padding_tokens, self.model.real_tokens
-            outs = self.model.encode_ids(list(batch[schema.INPUT_IDS]), self.p["batch_tokens"], self.post)
-            batch[schema.DENSE] = outs[0]
-            if len(outs) > 1:
-                batch[schema.DENSE_RESCORE] = outs[1]
-            if self.splade is not None:
-                from .tokenize import _ragged, document_texts
-
-                idx, val = self.splade.encode_documents(document_texts(batch, self.p.get("document_prefix", "")))
-                batch[schema.SPARSE_INDICES] = _ragged(idx)
-                batch[schema.SPARSE_VALUES] = _ragged(val)
-            del batch[schema.INPUT_IDS]
-            extra["tokens"] = self.model.real_tokens - real0
-            extra["padding_tokens"] = self.model.padding_tokens - pad0
-        return batch

@@ -48,7 +48,8 @@ class TokenizerInfo:
     vocab_size: int
 
 
-def _transformer_subdir(model_path: str) -> str:
+def transformer_subdir(model_path: str) -> str:
+    """Folder of the model's Transformer module (its tokenizer and config.json), from modules.json."""
     modules = Path(model_path, "modules.json")
     if modules.exists():
         for m in json.loads(modules.read_text()):
@@ -63,7 +64,7 @@ def load_tokenizer(model_ref: str):
     from transformers import AutoTokenizer
 
     path = resolve_model(model_ref)
-    tok_path = _transformer_subdir(path) if os.path.isdir(path) else path
+    tok_path = transformer_subdir(path) if os.path.isdir(path) else path
     try:
         return AutoTokenizer.from_pretrained(tok_path, use_fast=True)
     except Exception as e:  # noqa: BLE001
@@ -76,7 +77,7 @@ def tokenizer_info(model_ref: str, max_seq_length: int | None = None) -> Tokeniz
     path = resolve_model(model_ref)
     limit = max_seq_length
     if limit is None and os.path.isdir(path):
-        for cfg in (Path(_transformer_subdir(path), "sentence_bert_config.json"), Path(path, "sentence_bert_config.json")):
+        for cfg in (Path(transformer_subdir(path), "sentence_bert_config.json"), Path(path, "sentence_bert_config.json")):
             if cfg.exists():
                 limit = json.loads(cfg.read_text()).get("max_seq_length")
                 if limit:
@@ -111,7 +112,7 @@ def embedding_dim(model_ref: str) -> int:
                 if m.get("type", "").endswith("Dense") and cfg.exists():
                     dim = json.loads(cfg.read_text()).get("out_features", dim)
         if dim is None:
-            cfg = Path(_transformer_subdir(path), "config.json")
+            cfg = Path(transformer_subdir(path), "config.json")
             if cfg.exists():
                 c = json.loads(cfg.read_text())
                 dim = c.get("hidden_size") or c.get("d_model") or c.get("dim")

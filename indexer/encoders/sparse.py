@@ -19,7 +19,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..sinks.base import SparseQuery
+from ..schema import SparseQuery
 
 
 def bm25_weights(content_ids: Iterable[list[int]], k1: float, b: float, avg_len: float,

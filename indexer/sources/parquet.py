@@ -13,6 +13,7 @@ import glob as _glob
 import json
 import logging
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,7 +113,9 @@ class BadFile:
 
 
 @dataclass
-class Plan:
+class CorpusPlan:
+    """What planning found: the fragments to read, the files rejected whole, the row total."""
+
     fragments: list[Fragment]
     bad_files: list[BadFile]
     total_rows: int  # rows of readable files + rows of bad files (a bad file with unknown rows counts 1)
@@ -124,7 +127,7 @@ def _open(file: str, s3: S3Config) -> pq.ParquetFile:
     return pq.ParquetFile(fs.open_input_file(p))
 
 
-def plan(cfg: CorpusConfig, check_duplicates: bool = True) -> Plan:
+def plan_corpus(cfg: CorpusConfig, check_duplicates: bool = True) -> CorpusPlan:
     """Read footers (and the id column, to find duplicate ids) of every file; never reads text."""
     files = list_files(cfg)
     if not files:
@@ -174,7 +177,7 @@ def plan(cfg: CorpusConfig, check_duplicates: bool = True) -> Plan:
             dups = [r for r in rows_sorted if offset <= r < offset + rg_n]
             fragments.append(Fragment(f, rg, offset, rg_n, dups))
             offset += rg_n
-    return Plan(fragments=fragments, bad_files=bad, total_rows=total, files=files)
+    return CorpusPlan(fragments=fragments, bad_files=bad, total_rows=total, files=files)
 
 
 def _json_default(v: Any) -> Any:
@@ -212,7 +215,7 @@ def _strings(col: pa.ChunkedArray, what: str) -> tuple[list[str | None], list[st
 
 def read_fragment(frag: Fragment, cfg: CorpusConfig) -> dict[str, np.ndarray]:
     """Read one row group into the row contract. Values that can't be decoded get a reject reason
-    here ('' = fine so far); the row rules themselves live in :mod:`indexer.validate`."""
+    here ('' = fine so far); the row rules themselves are :func:`row_reason`."""
     pf = _open(frag.file, cfg.s3)
     table = pf.read_row_group(frag.row_group)
     n = table.num_rows
@@ -249,29 +252,103 @@ def read_fragment(frag: Fragment, cfg: CorpusConfig) -> dict[str, np.ndarray]:
     }
 
 
-class ReadFragments:
-    """Pipeline stage (CPU tasks): a batch of fragment descriptors -> their rows (row contract)."""
+def row_reason(id_value: str | None, text: str | None, duplicate: bool) -> str:
+    """The reject reason for one row, or '' when the row is valid.
 
-    name = "read"
+    Rules (first match wins): null id, empty id, null text, empty or whitespace-only text,
+    duplicate id (a row earlier in file order has the same id). Undecodable or non-string values
+    get their reason while reading (:func:`read_fragment`). Too-long text is *not* a reject: it
+    is encoded truncated and counted as ``truncated``.
+    """
+    if id_value is None:
+        return "id is null"
+    if not id_value.strip():
+        return "id is empty"
+    if text is None:
+        return "text is null"
+    if not text.strip():
+        return "text is empty or whitespace-only"
+    if duplicate:
+        return "duplicate id (an earlier row has the same id)"
+    return ""
 
-    def __init__(self, cfg: CorpusConfig, reporter=None):
-        from ..stats import StageReporter
 
-        self.cfg = cfg
-        self.reporter = reporter or StageReporter()
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        parts = []
-        for desc in batch["fragment"]:
-            frag = Fragment(**json.loads(desc))
-            with self.reporter.measure(self.name, frag.num_rows):
-                parts.append(read_fragment(frag, self.cfg))
-        if len(parts) == 1:
-            return parts[0]
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+def _valid_mask(rows: dict[str, np.ndarray]) -> np.ndarray:
+    """True for the rows of a read fragment that pass :func:`row_reason` (and were decodable)."""
+    return np.array([not (r or row_reason(i, t, bool(d))) for r, i, t, d in
+                     zip(rows[schema.REJECT_REASON], rows[schema.ID], rows[schema.TEXT], rows[schema.DUPLICATE])],
+                    dtype=bool)
 
 
-def fragment_items(fragments: list[Fragment]) -> list[dict[str, str]]:
-    from dataclasses import asdict
+class ValidRows(dict):
+    """Columns of valid rows (the row contract), plus ``valid_share``: the share of the rows read
+    that were valid (1.0 when nothing was read)."""
 
-    return [{"fragment": json.dumps(asdict(f))} for f in fragments]
+    valid_share: float = 1.0
+
+
+def read_valid_rows(corpus_plan: CorpusPlan, corpus_cfg: CorpusConfig, n: int | None, *,
+                    seed: int | None = None) -> ValidRows:
+    """Valid rows of the corpus, read on the driver (Parquet only, no model).
+
+    ``seed=None``: the first ``n`` valid rows in file order (every valid row when ``n`` is None),
+    reading fragments only until there are enough. With a seed: a uniform random sample of ``n``
+    valid rows, reproducible for the seed; a small corpus (up to ``10 * n`` rows) is read whole,
+    a larger one from random row groups holding about ``4 * n`` rows. Returns an empty mapping
+    when the corpus has no fragments.
+    """
+    if seed is None:
+        return _first_valid_rows(corpus_plan, corpus_cfg, n)
+    return _sampled_valid_rows(corpus_plan, corpus_cfg, n, seed)
+
+
+def _valid_parts(fragments: list[Fragment], corpus_cfg: CorpusConfig, n: int | None
+                 ) -> tuple[list[dict[str, np.ndarray]], int]:
+    """The valid rows of each fragment read (stopping once ``n`` are in hand) and the rows read."""
+    parts, have, read = [], 0, 0
+    for frag in fragments:
+        rows = read_fragment(frag, corpus_cfg)
+        read += len(rows[schema.ID])
+        ok = _valid_mask(rows)
+        parts.append({k: v[ok] for k, v in rows.items()})
+        have += int(ok.sum())
+        if n is not None and have >= n:
+            break
+    return parts, read
+
+
+def _as_valid_rows(columns: dict[str, np.ndarray], valid: int, read: int) -> ValidRows:
+    out = ValidRows(columns)
+    out.valid_share = valid / read if read else 1.0
+    return out
+
+
+def _first_valid_rows(corpus_plan: CorpusPlan, corpus_cfg: CorpusConfig, n: int | None) -> ValidRows:
+    parts, read = _valid_parts(corpus_plan.fragments, corpus_cfg, n)
+    if not parts:
+        return ValidRows()
+    valid = sum(len(p[schema.ID]) for p in parts)
+    return _as_valid_rows({k: np.concatenate([p[k] for p in parts])[:n] for k in parts[0]}, valid, read)
+
+
+def _sampled_valid_rows(corpus_plan: CorpusPlan, corpus_cfg: CorpusConfig, n: int | None, seed: int) -> ValidRows:
+    rng = random.Random(seed)
+    frags = list(corpus_plan.fragments)
+    if n is not None and sum(f.num_rows for f in frags) > 10 * n:
+        rng.shuffle(frags)
+        picked, have = [], 0
+        for f in frags:
+            picked.append(f)
+            have += f.num_rows
+            if have >= 4 * n:
+                break
+        frags = picked
+    parts, read = _valid_parts(frags, corpus_cfg, None)
+    if not parts:
+        return ValidRows()
+    rows = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    valid = len(rows[schema.ID])
+    if n is not None and valid > n:
+        idx = np.array(sorted(rng.sample(range(valid), n)))
+        rows = {k: v[idx] for k, v in rows.items()}
+    return _as_valid_rows(rows, valid, read)

@@ -20,7 +20,7 @@ import uuid
 import pytest
 
 from indexer.config import load_config
-from indexer.pipeline import run
+from indexer.run.pipeline import run
 from tests.conftest import sample_docs, write_parquet
 
 ES_URL = os.environ.get("ES_URL")
@@ -41,7 +41,7 @@ def _job(tmp_path, prefix: str, *extra: str) -> tuple[str, list[dict], list[str]
 @pytest.mark.usefixtures("ray_local")
 def test_elasticsearch_text_store_full_and_incremental_job(tmp_path):
     from indexer.search import Searcher
-    from indexer.sinks.elasticsearch import ElasticsearchTextStore
+    from indexer.stores.elasticsearch import ElasticsearchTextStore
 
     name, docs, overrides = _job(
         tmp_path, "it-es", "text_store.kind=elasticsearch", f"text_store.elasticsearch.hosts=[{ES_URL}]",
@@ -98,9 +98,9 @@ QDRANT_URL = os.environ.get("QDRANT_URL")
 def test_qdrant_vector_store_full_job(tmp_path):
     from qdrant_client import models as qm
 
-    from indexer.pipeline import vector_spec
+    from indexer.run.plan import vector_spec
     from indexer.search import Searcher
-    from indexer.sinks.qdrant_server import QdrantServerStore
+    from indexer.stores.qdrant_server import QdrantServerStore
 
     name, docs, overrides = _job(
         tmp_path, "it-qdrant", "vector_store.kind=qdrant", f"vector_store.qdrant.url={QDRANT_URL}",

@@ -14,32 +14,15 @@ end come from these records (unique by file and row), so retries never count twi
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from .manifest import Layout
-from .storage import Storage, join
-
-ROWS_SCHEMA = pa.schema([("file", pa.string()), ("row", pa.int64()), ("id", pa.string()),
-                         ("hash", pa.string()), ("state", pa.string())])
-WRITTEN_SCHEMA = pa.schema([("file", pa.string()), ("row", pa.int64())])
-
-NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"
-
-
-def part_key(files: Iterable[str], rows: Iterable[int]) -> str:
-    h = hashlib.blake2b(digest_size=12)
-    for f, r in zip(files, rows):
-        h.update(f"{f}:{int(r)}|".encode())
-    return h.hexdigest()
-
+from ..layout import Layout
+from ..schema import ROWS_SCHEMA, UNCHANGED, WRITTEN_SCHEMA
+from ..storage import Storage, join, read_parts
 
 def rows_dir(layout: Layout, run_id: str) -> str:
     return join(layout.run_dir(run_id), "rows")
@@ -49,17 +32,11 @@ def written_dir(layout: Layout, run_id: str) -> str:
     return join(layout.run_dir(run_id), "written")
 
 
-def write_part(storage: Storage, directory: str, table: pa.Table) -> None:
-    if table.num_rows:
-        key = part_key(table.column("file").to_pylist(), table.column("row").to_pylist())
-        storage.write_parquet(join(directory, f"part-{key}.parquet"), table)
-
-
-def read_parts(storage: Storage, directory: str, schema: pa.Schema) -> pa.Table:
-    tables = [storage.read_parquet(u) for u in storage.list(directory) if u.endswith(".parquet")]
-    if not tables:
-        return schema.empty_table()
-    return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
+def delete_run_parts(storage: Storage, layout: Layout, run_id: str) -> None:
+    """Remove a finished run's per-task parts (rejects, rows, written); its merged records stay."""
+    storage.delete_prefix(layout.rejects_parts(run_id))
+    storage.delete_prefix(rows_dir(layout, run_id))
+    storage.delete_prefix(written_dir(layout, run_id))
 
 
 def unique_rows(table: pa.Table) -> pa.Table:
@@ -112,7 +89,7 @@ class RunRecords:
 
 
 def load_records(storage: Storage, layout: Layout, run_id: str) -> RunRecords:
-    from . import schema as sch
+    from .. import schema as sch
 
     rows = unique_rows(read_parts(storage, rows_dir(layout, run_id), ROWS_SCHEMA))
     written_t = read_parts(storage, written_dir(layout, run_id), WRITTEN_SCHEMA)
@@ -143,14 +120,14 @@ def write_state(storage: Storage, layout: Layout, index_name: str, state: dict[s
 # ------------------------------------------------------------------------------------------
 
 def read_hashes(storage: Storage, layout: Layout, collection: str) -> pa.Table:
-    from . import schema as sch
+    from .. import schema as sch
 
     return read_parts(storage, layout.hashes_dir(collection), sch.HASH_SCHEMA)
 
 
 def write_hashes(storage: Storage, layout: Layout, collection: str, table: pa.Table) -> None:
     """Replace the version's (id, hash) manifest (one Parquet file; sorted by id)."""
-    from . import schema as sch
+    from .. import schema as sch
 
     storage.delete_prefix(layout.hashes_dir(collection))
     t = table.select(["id", "hash"]).cast(sch.HASH_SCHEMA)

@@ -29,7 +29,9 @@ MODULES = (
 )
 
 
-def _chunks(max_chars: int = 1500):
+def stdlib_chunks(max_chars: int = 1500):
+    """Chunk dicts (id, title, text, module, kind, part) of the standard library's docstrings, in a
+    fixed order; docstrings longer than ``max_chars`` are split into numbered parts."""
     seen = set()
     for mod_name in MODULES:
         try:
@@ -64,7 +66,7 @@ def build_sample(out_dir: str | Path, limit: int | None = None) -> dict[str, int
     """Write the sample corpus under ``out_dir``; returns row counts per file."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = list(_chunks())
+    rows = list(stdlib_chunks())
     if limit:
         rows = rows[:limit]
     table = pa.Table.from_pylist(rows)

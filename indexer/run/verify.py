@@ -15,7 +15,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from .sinks.base import Store
+from ..config import JobConfig
+from ..stores.base import Store
 
 
 @dataclass
@@ -68,3 +69,32 @@ def check_golden(new_ndcg: float, live_ndcg: float | None, max_drop: float) -> d
 
 def gate(checks: dict[str, dict[str, Any]]) -> GateResult:
     return GateResult(passed=all(c["ok"] for c in checks.values()), checks=checks)
+
+
+def golden_check(cfg: JobConfig, collection: str, live: str | None) -> dict[str, Any]:
+    """nDCG@10 (hybrid) of the golden queries on ``collection``, against the live version when another one is live."""
+    from ..eval import load_qrels, load_queries, run_eval
+    from ..search import Searcher
+
+    queries, qrels = load_queries(cfg.verify.golden_queries), load_qrels(cfg.verify.golden_qrels)
+
+    def ndcg(name: str) -> float:
+        s = Searcher(cfg, collection=name)
+        try:
+            return run_eval(s, queries, qrels, modes=["hybrid"])["modes"]["hybrid"]["ndcg@10"]
+        finally:
+            s.close()
+
+    live_ndcg = ndcg(live) if live and live != collection else None
+    return check_golden(ndcg(collection), live_ndcg, cfg.verify.max_ndcg_drop)
+
+
+def verify_version(cfg: JobConfig, counts: dict[str, int], hashes: dict[str, str], vstore: Store, tstore: Store,
+                   collection: str, live: str | None) -> GateResult:
+    """Run every configured check on ``collection``, given the run's counts and the version's hash manifest."""
+    checks = {"counts": check_counts(counts["input"] - counts["rejected"], counts["vector_store"],
+                                     counts["text_store"], len(hashes)),
+              "sample": check_sample(hashes, vstore, tstore, collection, cfg.verify.sample_ids)}
+    if cfg.verify.golden_queries and cfg.verify.golden_qrels:
+        checks["golden"] = golden_check(cfg, collection, live)
+    return gate(checks)

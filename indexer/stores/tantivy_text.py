@@ -17,8 +17,9 @@ import numpy as np
 from .. import schema
 from ..analysis import prepare
 from ..config import TextStoreConfig
-from ._local import LocalCollections
-from .base import Hit, TextStore, WriteResult
+from ..schema import Hit
+from .base import TextStore, WriteResult
+from .local import LocalCollections
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,7 @@
 """Row validation: every row is either passed on or written to the rejects output with a reason.
 
-Rules (first match wins): undecodable / non-string id or text (set while reading), null id, empty
-id, null text, empty or whitespace-only text, duplicate id (a row earlier in file order has the same
-id). Too-long text is *not* a reject: it is encoded truncated and counted as ``truncated``.
+The rules themselves (:func:`indexer.sources.parquet.row_reason`) live with the reader, so the
+stage, the calibration sample and the estimate all test rows the same way.
 """
 
 from __future__ import annotations
@@ -12,28 +11,16 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from . import schema
-from .ids import content_hash, point_id
+from .. import schema
+from ..ids import content_hash, point_id
+from ..sources.parquet import row_reason
+from ..storage import Storage, join
+from .base import Stage
 from .stats import StageReporter
-from .storage import Storage, join
-
-
-def row_reason(id_value: str | None, text: str | None, duplicate: bool) -> str:
-    """The reject reason for one row, or '' when the row is valid."""
-    if id_value is None:
-        return "id is null"
-    if not id_value.strip():
-        return "id is empty"
-    if text is None:
-        return "text is null"
-    if not text.strip():
-        return "text is empty or whitespace-only"
-    if duplicate:
-        return "duplicate id (an earlier row has the same id)"
-    return ""
 
 
 def rejects_table(ids, files, rows, reasons) -> pa.Table:
+    """Rows of the rejects output (id, file, row, reason)."""
     return pa.Table.from_arrays(
         [pa.array(list(ids), pa.string()), pa.array(list(files), pa.string()),
          pa.array(list(rows), pa.int64()), pa.array(list(reasons), pa.string())],
@@ -41,16 +28,16 @@ def rejects_table(ids, files, rows, reasons) -> pa.Table:
     )
 
 
-class Validate:
+class Validate(Stage):
     """Pipeline stage: split a batch into valid rows (returned, with hash and point id) and rejects
     (written as a Parquet part under ``rejects_dir``; parts are merged at the end of the run)."""
 
     name = "validate"
 
     def __init__(self, rejects_dir: str | None, storage: Storage, reporter: StageReporter | None = None):
+        super().__init__(reporter)
         self.rejects_dir = rejects_dir
         self.storage = storage
-        self.reporter = reporter or StageReporter()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch[schema.ID])

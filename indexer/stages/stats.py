@@ -46,12 +46,14 @@ class StageStats:
 
 
 def start_stats_actor():
+    """The run's stats actor (no CPU slot): stages report to it through a :class:`StageReporter`."""
     import ray
 
     return ray.remote(StageStats).options(num_cpus=0).remote()
 
 
-def _node_id() -> str:
+def node_id() -> str:
+    """The Ray node this process runs on ("local" outside Ray)."""
     try:
         import ray
 
@@ -73,4 +75,4 @@ class StageReporter:
         t0 = time.perf_counter()
         yield extra
         if self.actor is not None:
-            self.actor.record.remote(stage, rows, time.perf_counter() - t0, start, time.time(), _node_id(), extra)
+            self.actor.record.remote(stage, rows, time.perf_counter() - t0, start, time.time(), node_id(), extra)

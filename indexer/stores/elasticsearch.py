@@ -1,6 +1,6 @@
 """Elasticsearch BM25 text store: one index per collection, the alias names the live one.
 
-The same contract as the embedded tantivy store (:mod:`indexer.sinks.tantivy_text`), on a server
+The same contract as the embedded tantivy store (:mod:`indexer.stores.tantivy_text`), on a server
 that any number of write tasks share (a client per task, no single-writer actor).
 
 Index layout (explicit mappings, ``dynamic: strict`` so a stray field is a reject, not a mapping):
@@ -50,14 +50,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from .. import schema
 from ..config import Analyzer, ElasticsearchConfig, TextStoreConfig
-from .base import Hit, TextStore, TransientStoreError, WriteResult
+from ..layout import version_number
+from ..schema import Hit
+from .base import TextStore, TransientStoreError, WriteResult
 
 log = logging.getLogger(__name__)
 
@@ -483,5 +484,5 @@ class ElasticsearchTextStore(TextStore):
 
 
 def _version_key(name: str) -> tuple[int, str]:
-    m = re.search(r"_v(\d+)$", name)
-    return (int(m.group(1)) if m else -1, name)
+    """Sort key of index names: by version number (the one parser in the layout), then by name."""
+    return (version_number(name), name)

@@ -1,7 +1,7 @@
-"""CPU stage: text -> token ids (fast tokenizer, batched), so encoder actors only run the model.
+"""Text -> token ids with the model's fast tokenizer (batched), and the text a chunk is encoded as.
 
-Also counts tokens before truncation (for ``truncated`` and cost estimates) and derives the BM25
-sparse vector from the same token ids when ``sparse.kind == bm25`` (it needs no model).
+Used by the tokenize stage, the estimate, the sweep and query encoding, so every path tokenizes
+the same way. Counts tokens before truncation too (for ``truncated`` and cost estimates).
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from functools import lru_cache
 import numpy as np
 
 from .. import schema
-from ..stats import StageReporter
 from .models import load_tokenizer, tokenizer_info
-from .sparse import bm25_weights
 
 
 def document_texts(batch: dict[str, np.ndarray], prefix: str = "") -> list[str]:
@@ -67,37 +65,8 @@ def tokenize_texts(texts: list[str], model_ref: str, max_seq_length: int | None 
     return ids, n_tokens, truncated, content
 
 
-class Tokenize:
-    """Pipeline stage (CPU tasks): adds input ids, token counts, truncation flags, BM25 sparse."""
-
-    name = "tokenize"
-
-    def __init__(self, model_ref: str, max_seq_length: int | None, document_prefix: str,
-                 bm25: dict | None, reporter: StageReporter | None = None):
-        self.model_ref = model_ref
-        self.max_seq_length = max_seq_length
-        self.prefix = document_prefix
-        self.bm25 = bm25  # {"k1", "b", "avg_len", "special_ids"} or None
-        self.reporter = reporter or StageReporter()
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        n = len(batch[schema.ID])
-        with self.reporter.measure(self.name, n) as extra:
-            ids, n_tok, trunc, content = tokenize_texts(document_texts(batch, self.prefix), self.model_ref,
-                                                        self.max_seq_length)
-            batch[schema.INPUT_IDS] = _ragged(ids)
-            batch[schema.N_TOKENS] = n_tok
-            batch[schema.TRUNCATED] = trunc
-            if self.bm25 is not None:
-                idx, val = bm25_weights(content, **self.bm25)
-                batch[schema.SPARSE_INDICES] = _ragged(idx)
-                batch[schema.SPARSE_VALUES] = _ragged(val)
-            extra["tokens"] = int(n_tok.sum())
-            extra["truncated"] = int(trunc.sum())
-        return batch
-
-
-def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
+def ragged(arrays: list[np.ndarray]) -> np.ndarray:
+    """A 1-d object array holding one array per row (how ragged columns travel in numpy batches)."""
     out = np.empty(len(arrays), dtype=object)
     for i, a in enumerate(arrays):
         out[i] = a

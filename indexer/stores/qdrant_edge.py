@@ -1,7 +1,7 @@
 """Embedded vector store: the Qdrant engine in-process (``qdrant-edge-py``), one shard per collection.
 
 Each collection is the shard directory ``root/<collection>``; aliases live in ``root/aliases.json``
-(replaced atomically). Layout of a point: see :mod:`indexer.sinks._qdrant_common`.
+(replaced atomically). Layout of a point: see :mod:`indexer.stores.qdrant_common`.
 
 Bulk loading: the engine applies updates to an appendable segment and only builds HNSW graphs
 when :meth:`EdgeShard.optimize` runs, so a load is deferred-indexing by construction (checked:
@@ -24,9 +24,10 @@ import numpy as np
 
 from ..config import EdgeStoreConfig
 from ..ids import point_id
-from . import _qdrant_common as qc
-from ._local import LocalCollections
-from .base import Batch, Hit, SparseQuery, VectorSpec, VectorStore, WriteResult
+from ..schema import Columns, Hit, SparseQuery, VectorSpec
+from . import qdrant_common as qc
+from .base import VectorStore, WriteResult
+from .local import LocalCollections
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,10 @@ class EdgeVectorStore(VectorStore):
     FULL_SCAN_KB = 10_000
     """Below this many KB of vectors a segment is searched by brute force (Qdrant's default)."""
 
-    def __init__(self, root: str, spec: VectorSpec, cfg: EdgeStoreConfig | None = None):
+    def __init__(self, root: str, spec: VectorSpec | None, cfg: EdgeStoreConfig | None = None):
         super().__init__(spec)
-        qc.check_spec(spec)
+        if spec is not None:  # None: opened for catalog operations only
+            qc.check_spec(spec)
         self.cfg = cfg or EdgeStoreConfig()
         self.root = str(root)
         self.dirs = LocalCollections(self.root)
@@ -67,7 +69,7 @@ class EdgeVectorStore(VectorStore):
         self._unflushed: dict[str, int] = {}
 
     def __repr__(self) -> str:
-        return f"EdgeVectorStore(root={self.root!r}, dim={self.spec.dim}, quantization={self.spec.quantization!r})"
+        return f"EdgeVectorStore(root={self.root!r}, {self._spec_repr()})"
 
     # -- shards ----------------------------------------------------------------------------
     def _config(self):
@@ -149,7 +151,7 @@ class EdgeVectorStore(VectorStore):
             out.append(point(pids[i], vec, payloads[i]))
         return out
 
-    def upsert(self, collection: str, batch: Batch) -> WriteResult:
+    def upsert(self, collection: str, batch: Columns) -> WriteResult:
         """Write a batch (idempotent: point ids are uuid5 of chunk ids)."""
         t0 = time.perf_counter()
         rows = qc.prepare_rows(self.spec, batch)

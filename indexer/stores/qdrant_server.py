@@ -1,6 +1,6 @@
 """Qdrant server vector store (``qdrant-client``): versioned collections behind an alias.
 
-The point layout is the embedded store's (:mod:`indexer.sinks._qdrant_common`), so an index moves
+The point layout is the embedded store's (:mod:`indexer.stores.qdrant_common`), so an index moves
 between the two engines without re-encoding and search scores mean the same thing in both.
 
 Connection: ``url`` with gRPC preferred (REST when the gRPC port can't be reached), the API key
@@ -14,7 +14,7 @@ the server, so the process that finalizes need not be the one that created the c
 
 Writes: a batch is cut into requests bounded by ``batch_rows`` and ``batch_bytes``, up to
 ``parallel`` of them in flight. Timeouts, 408, 429 and 5xx are retried with exponential backoff
-(``max_retries``), then raise :class:`~indexer.sinks.base.TransientStoreError` so the datasink
+(``max_retries``), then raise :class:`~indexer.stores.base.TransientStoreError` so the datasink
 retries the block; any other refusal fails at once naming the collection and the first chunk.
 
 With ``local_path`` the store runs on ``qdrant-client``'s local mode (``QdrantClient(path=...)``,
@@ -38,9 +38,9 @@ import numpy as np
 
 from ..config import QdrantServerConfig
 from ..ids import point_id
-from . import _qdrant_common as qc
-from .base import (Batch, Hit, SparseQuery, TransientStoreError, VectorSpec, VectorStore, WriteResult,
-                   retry_transient)
+from ..schema import Columns, Hit, SparseQuery, VectorSpec
+from . import qdrant_common as qc
+from .base import TransientStoreError, VectorStore, WriteResult, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ class QdrantServerStore(VectorStore):
 
     One client per instance (a Ray write task opens its own); :meth:`close` releases it. Dense
     scores are "higher is better": cosine similarity, or the negated Euclid distance for uint8
-    codes and bits, as in :class:`~indexer.sinks.qdrant_edge.EdgeVectorStore`.
+    codes and bits, as in :class:`~indexer.stores.qdrant_edge.EdgeVectorStore`.
     """
 
     RETRY_BASE_DELAY = 0.5
@@ -164,9 +164,10 @@ class QdrantServerStore(VectorStore):
     SERVER_OVERSAMPLING = 2.0
     """Candidates per hit fetched from server-side quantized vectors before rescoring with the originals."""
 
-    def __init__(self, spec: VectorSpec, cfg: QdrantServerConfig | None = None, local_path: str | None = None):
+    def __init__(self, spec: VectorSpec | None, cfg: QdrantServerConfig | None = None, local_path: str | None = None):
         super().__init__(spec)
-        qc.check_spec(spec)
+        if spec is not None:  # None: opened for catalog operations only
+            qc.check_spec(spec)
         self.cfg = cfg or QdrantServerConfig()
         self.local_path = str(local_path) if local_path is not None else None
         self.single_writer = self.local_path is not None  # local mode locks its folder for one process
@@ -179,8 +180,7 @@ class QdrantServerStore(VectorStore):
 
     def __repr__(self) -> str:
         where = f"local_path={self.local_path!r}" if self.local_path is not None else f"url={self.cfg.url!r}"
-        return (f"QdrantServerStore({where}, transport={self.transport!r}, dim={self.spec.dim}, "
-                f"quantization={self.spec.quantization!r})")
+        return f"QdrantServerStore({where}, transport={self.transport!r}, {self._spec_repr()})"
 
     # -- connection ---------------------------------------------------------------------------
     def _redact(self, text: Any) -> str:
@@ -450,7 +450,7 @@ class QdrantServerStore(VectorStore):
             raise RuntimeError(f"{what} was refused (not retried: the same request would fail again): "
                                f"{self._redact(e)}") from e
 
-    def upsert(self, collection: str, batch: Batch) -> WriteResult:
+    def upsert(self, collection: str, batch: Columns) -> WriteResult:
         """Write a batch (idempotent: point ids are uuid5 of chunk ids) in bounded requests, several in flight."""
         t0 = time.perf_counter()
         rows = qc.prepare_rows(self.spec, batch)

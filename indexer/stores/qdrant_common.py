@@ -1,6 +1,6 @@
 """What the two Qdrant stores (embedded engine and server) share: the storage contract.
 
-A batch (:data:`~indexer.sinks.base.Batch`) becomes points with
+A batch (:data:`~indexer.schema.Columns`) becomes points with
 
 * id: ``schema.POINT_ID`` (uuid5 of the chunk id, see :func:`indexer.ids.point_id`);
 * payload ``{"id", "hash", "metadata" (parsed JSON object), "title"}`` (the text lives in the text store);
@@ -23,7 +23,8 @@ import numpy as np
 
 from .. import schema
 from ..ids import point_id
-from .base import Batch, Hit, VectorSpec
+from ..quantize import pack_binary
+from ..schema import Columns, Hit, VectorSpec
 
 DENSE = "dense"
 DENSE_RESCORE = "dense_rescore"
@@ -73,7 +74,7 @@ def dense_matrix(spec: VectorSpec, dense: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(as_codes(a, f"{q} dense column"))
 
 
-def rescore_matrix(spec: VectorSpec, batch: Batch) -> np.ndarray | None:
+def rescore_matrix(spec: VectorSpec, batch: Columns) -> np.ndarray | None:
     """``schema.DENSE_RESCORE`` as an (N, dim) uint8 matrix, or None when the spec has no rescore vector."""
     if not spec.rescore:
         return None
@@ -116,7 +117,7 @@ def storage_form(spec: VectorSpec, name: str, values: Sequence[float]) -> np.nda
         return a
     codes = np.rint(a).clip(0, 255).astype(np.uint8)
     if name == DENSE and spec.quantization == "binary":
-        return np.packbits(codes)
+        return pack_binary(codes[None, :])[0]
     return codes
 
 
@@ -166,7 +167,7 @@ def _parse_metadata(values: list[Any]) -> list[Any]:
     return parsed
 
 
-def prepare_rows(spec: VectorSpec, batch: Batch) -> Rows:
+def prepare_rows(spec: VectorSpec, batch: Columns) -> Rows:
     """Validate a batch and turn it into :class:`Rows`.
 
     A malformed column (wrong dense shape, missing rescore vectors) raises ``ValueError``: no row of

@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import schema
-from .progress import CHANGED, NEW, ROWS_SCHEMA, UNCHANGED, write_part
+from .. import schema
+from ..schema import CHANGED, NEW, ROWS_SCHEMA, UNCHANGED
+from ..storage import Storage, write_part
+from .base import Stage
 from .stats import StageReporter
-from .storage import Storage
 
 _LIVE_CACHE: dict[str, dict[str, str]] = {}
 
@@ -43,16 +44,16 @@ def diff_states(ids, hashes, live: dict[str, str] | None) -> list[str]:
     return out
 
 
-class Diff:
+class Diff(Stage):
     """Pipeline stage: drop unchanged rows, record every valid row's state."""
 
     name = "diff"
 
     def __init__(self, live_ref: Any, rows_dir: str | None, storage: Storage, reporter: StageReporter | None = None):
+        super().__init__(reporter)
         self.live_ref = live_ref  # Ray ObjectRef of {id: hash}, or None for a full build
         self.rows_dir = rows_dir
         self.storage = storage
-        self.reporter = reporter or StageReporter()
 
     def _live(self) -> dict[str, str] | None:
         return live_hashes(self.live_ref)

@@ -1,0 +1,322 @@
+"""The indexing job: the only module that wires sources, validation, encoders and stores together.
+
+    plan (footers, duplicate ids) -> read -> validate -> diff -> tokenize -> encode (actor pool)
+    -> write -> reconcile -> verify counts -> publish alias -> run manifest
+
+``run`` calls one function per phase; they share a :class:`RunContext`. Everything here runs on
+the driver except the Ray Data stages, which run as tasks and actors sized from the cluster's
+resources (never hard-coded).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from ..config import JobConfig, dump_config
+from ..encoders.models import resolve_model
+from ..layout import Layout
+from ..schema import VectorSpec
+from ..sources.parquet import CorpusPlan, Fragment, plan_corpus
+from ..stages.diff import Diff
+from ..stages.encode import EncodeSpec
+from ..stages.read import rows_dataset
+from ..stages.stats import StageReporter, start_stats_actor
+from ..stages.tokenize import Tokenize
+from ..storage import Storage
+from ..stores.base import StoreTarget
+from ..stores.datasink import make_datasink
+from ..stores.factory import text_store_factory, vector_store_factory
+from . import records
+from .placement import EncodePlacement, cluster_resources, encode_on, init_ray, plan_placement
+from .plan import (DenseDims, RunPlan, calibrate_dense, corpus_bm25, decide, dense_dims, stored_versions,
+                   vector_spec)
+from .publish import publish
+from .reconcile import Reconciled, RecordWritten, count_rows, delete_stale, reconcile
+from .records import RunRecords
+from .verify import GateResult, verify_version
+
+log = logging.getLogger(__name__)
+
+
+class RunFailed(RuntimeError):
+    """The run finished but a gate failed (counts, verification); the alias did not move."""
+
+    def __init__(self, message: str, manifest: dict[str, Any]):
+        super().__init__(message)
+        self.manifest = manifest
+
+
+@dataclass
+class RunContext:
+    """What the phases after planning share: the config, where records live, the corpus, the dense
+    sizes, the encoder pool, the stores and the run's plan; ``stages`` collects the manifest's timings."""
+
+    cfg: JobConfig
+    storage: Storage
+    layout: Layout
+    corpus: CorpusPlan
+    dims: DenseDims
+    placement: EncodePlacement
+    spec: VectorSpec
+    vector_store: StoreTarget
+    text_store: StoreTarget
+    existing: list[str]  # versions in either store before the run, oldest first
+    plan: RunPlan
+    started: float  # wall-clock start (time.time())
+    stages: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WriteOutcome:
+    """What the Ray write left behind on the driver."""
+
+    store_rejects: list[tuple[str, str]]  # (chunk id, reason) a store refused
+    stage_stats: dict[str, dict[str, Any]]  # per-stage rows, seconds, nodes, tokens ...
+    seconds: float  # wall time of the Ray graph
+
+
+def run(cfg: JobConfig, *, full: bool = False, store_factories: tuple | None = None) -> dict[str, Any]:
+    """Index the corpus; returns the run manifest (also written under ``index.dir/runs``).
+
+    Incremental by default against a live version with the same vector settings; a full build
+    writes a new version and moves the alias after the verification gate. An interrupted run is
+    resumed by running the same command again. Raises :class:`RunFailed` when the gate fails.
+    ``store_factories`` (vector, text :class:`StoreTarget` s) replaces the configured stores (tests inject
+    faults so).
+    """
+    ctx = prepare(cfg, full=full, store_factories=store_factories)
+    calibrate(ctx)
+    record_start(ctx)
+    live_hashes = load_live_hashes(ctx)
+    todo, skipped = pending_fragments(ctx)
+    written = write(ctx, todo, live_hashes)
+
+    # Records of this run (all attempts): the source of exact counts.
+    run_records = records.load_records(ctx.storage, ctx.layout, ctx.plan.run_id)
+    reconciled = reconcile(run_records, ctx.corpus, written.store_rejects)
+    counts, result = finish_version(ctx, run_records, reconciled, live_hashes, written.stage_stats)
+    ctx.storage.write_parquet(ctx.layout.rejects(ctx.plan.run_id), reconciled.rejects)
+    add_stage_stats(ctx.stages, written, counts)
+    version = version_manifest(ctx, counts)
+    ctx.storage.write_json(ctx.layout.version_manifest(ctx.plan.collection), version)
+
+    alias_moved = result.passed and ctx.plan.mode == "full"
+    dropped = publish(cfg, ctx.vector_store, ctx.text_store, ctx.storage, ctx.layout, ctx.plan.collection,
+                      ctx.existing) if alias_moved else []
+    manifest = run_manifest(ctx, counts, result, version, skipped=skipped, alias_moved=alias_moved,
+                            dropped=dropped)
+    finish(ctx, manifest)
+    if not result.passed:
+        raise RunFailed("; ".join(result.failures), manifest)
+    return manifest
+
+
+def _since(t0: float) -> float:
+    return round(time.perf_counter() - t0, 3)
+
+
+# ------------------------------------------------------------------------------------------
+# Before the write
+# ------------------------------------------------------------------------------------------
+
+def prepare(cfg: JobConfig, *, full: bool, store_factories: tuple | None) -> RunContext:
+    """Connect to Ray, plan the corpus, size the encoder pool, open the stores' catalog and decide
+    the run's mode and target collection."""
+    started = time.time()
+    storage, layout = Storage(cfg.corpus.s3), Layout(cfg.index.dir)
+    stages: dict[str, Any] = {}
+
+    t0 = time.perf_counter()
+    init_ray(cfg)
+    stages["ray_init"] = {"seconds": _since(t0)}
+    t0 = time.perf_counter()
+    corpus = plan_corpus(cfg.corpus)
+    stages["plan"] = {"rows": corpus.total_rows, "files": len(corpus.files), "fragments": len(corpus.fragments),
+                      "seconds": _since(t0)}
+
+    dims = dense_dims(cfg)
+    placement = plan_placement(cfg, *cluster_resources())
+    log.info("encoder pool: %s", placement)
+    spec = vector_spec(cfg, dims.stored)
+    vector_store, text_store = store_factories or (vector_store_factory(cfg, spec), text_store_factory(cfg))
+    existing, live = stored_versions(cfg, vector_store, text_store)
+    run_plan = decide(cfg, storage, layout, live, existing, full)
+    log.info("run %s: %s into %s (%s)", run_plan.run_id, run_plan.mode, run_plan.collection, run_plan.reason)
+    return RunContext(cfg, storage, layout, corpus, dims, placement, spec, vector_store, text_store, existing,
+                      run_plan, started, stages)
+
+
+def calibrate(ctx: RunContext) -> None:
+    """A new full build computes BM25 parameters and dense quantization ranges from a sample of the
+    corpus; an incremental or resumed run keeps the ones its plan carries."""
+    t0 = time.perf_counter()
+    if not ctx.plan.resumed and ctx.plan.mode == "full":
+        ctx.plan.bm25 = corpus_bm25(ctx.cfg, ctx.corpus)
+        ctx.plan.calibration = calibrate_dense(ctx.cfg, ctx.corpus, ctx.placement, ctx.dims.stored, ctx.storage)
+    ctx.stages["calibrate"] = {"seconds": _since(t0)}
+
+
+def record_start(ctx: RunContext) -> None:
+    """Write the run state that lets the next invocation resume this run if it is interrupted."""
+    p = ctx.plan
+    records.write_state(ctx.storage, ctx.layout, ctx.cfg.index.name, {
+        "run_id": p.run_id, "mode": p.mode, "collection": p.collection, "live_before": p.live_before,
+        "status": "running", "fingerprint": records.fingerprint_json(ctx.cfg.vector_fingerprint()),
+        "calibration": p.calibration, "bm25": p.bm25, "started_at": time.time()})
+
+
+def load_live_hashes(ctx: RunContext) -> pa.Table | None:
+    """The live version's (id, hash) manifest on an incremental run; None on a full build."""
+    if ctx.plan.mode == "incremental" and ctx.plan.live_before:
+        return records.read_hashes(ctx.storage, ctx.layout, ctx.plan.live_before)
+    return None
+
+
+def pending_fragments(ctx: RunContext) -> tuple[list[Fragment], int]:
+    """Fragments left to process and how many were skipped: a resumed run skips the fragments an
+    earlier attempt of it finished."""
+    earlier = records.load_records(ctx.storage, ctx.layout, ctx.plan.run_id) if ctx.plan.resumed else None
+    done = earlier.completed_fragments(ctx.corpus.fragments) if earlier else set()
+    return [f for f in ctx.corpus.fragments if f.key not in done], len(done)
+
+
+# ------------------------------------------------------------------------------------------
+# The write (Ray)
+# ------------------------------------------------------------------------------------------
+
+def chunk_dataset(ctx: RunContext, fragments: list[Fragment], live_ref: Any, reporter: StageReporter):
+    """The Ray Dataset of encoded chunks: read -> validate -> diff -> tokenize -> encode."""
+    cfg, cpus, run_id = ctx.cfg, ctx.placement.task_cpus, ctx.plan.run_id
+    ds = rows_dataset(fragments, cfg.corpus, ctx.layout.rejects_parts(run_id), ctx.storage, reporter, cpus)
+    ds = Diff(live_ref, records.rows_dir(ctx.layout, run_id), ctx.storage, reporter).apply(ds, num_cpus=cpus)
+    ds = Tokenize(cfg.dense.model, cfg.dense.max_seq_length, cfg.dense.document_prefix, ctx.plan.bm25,
+                  reporter).apply(ds, num_cpus=cpus)
+    encode_spec = EncodeSpec.from_config(cfg, device=ctx.placement.device, torch_threads=ctx.placement.torch_threads,
+                                         dim=ctx.dims.stored, quantization=ctx.spec.quantization,
+                                         calibration=ctx.plan.calibration)
+    return encode_on(ctx.placement, ds, encode_spec, cfg.encode.block_rows, reporter)
+
+
+def write(ctx: RunContext, fragments: list[Fragment], live_hashes: pa.Table | None) -> WriteOutcome:
+    """Run the chunk dataset of ``fragments`` into both stores; with nothing to write, the stores are
+    still opened and finalised."""
+    import ray
+
+    run_id = ctx.plan.run_id
+    live_ref = ray.put(records.hashes_as_dict(live_hashes)) if live_hashes is not None else None
+    stats_actor = start_stats_actor()
+    reporter = StageReporter(stats_actor)
+    ds = chunk_dataset(ctx, fragments, live_ref, reporter)
+    sink = make_datasink(
+        [("vectors", ctx.vector_store, ctx.plan.collection), ("text", ctx.text_store, ctx.plan.collection)],
+        run_id, reporter, after_block=RecordWritten(ctx.storage, records.written_dir(ctx.layout, run_id)),
+    )
+    t0 = time.perf_counter()
+    if fragments:
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": ctx.placement.task_cpus})
+    else:
+        sink.finalize_only()
+    seconds = time.perf_counter() - t0
+    stage_stats = ray.get(stats_actor.snapshot.remote())
+    ray.kill(stats_actor)
+    return WriteOutcome([r for res in sink.results.values() for r in res.rejects], stage_stats, seconds)
+
+
+# ------------------------------------------------------------------------------------------
+# After the write
+# ------------------------------------------------------------------------------------------
+
+def finish_version(ctx: RunContext, run_records: RunRecords, reconciled: Reconciled, live_hashes: pa.Table | None,
+                   stage_stats: dict[str, dict[str, Any]]) -> tuple[dict[str, int], GateResult]:
+    """Delete what the new version must not hold, write its hash manifest, count it and run the gate."""
+    collection = ctx.plan.collection
+    t0 = time.perf_counter()
+    vectors, text = ctx.vector_store(), ctx.text_store()
+    try:
+        deleted = delete_stale(vectors, text, collection, reconciled, live_hashes)
+        ctx.stages["delete"] = {"rows": deleted, "seconds": _since(t0)}
+        records.write_hashes(ctx.storage, ctx.layout, collection, reconciled.rows)
+        hashes = records.hashes_as_dict(reconciled.rows)
+        counts = count_rows(ctx.corpus.total_rows, run_records, reconciled, deleted, stage_stats,
+                            vectors.count(collection), text.count(collection))
+        t0 = time.perf_counter()
+        result = verify_version(ctx.cfg, counts, hashes, vectors, text, collection, ctx.plan.live_before)
+        ctx.stages["verify"] = {"seconds": _since(t0)}
+    finally:
+        vectors.close()
+        text.close()
+    return counts, result
+
+
+def add_stage_stats(stages: dict[str, Any], written: WriteOutcome, counts: dict[str, int]) -> None:
+    """Per-stage stats of the Ray graph, the whole graph's rate, and the encoder's padding share."""
+    for name, st in written.stage_stats.items():
+        stages[name] = st
+    stages["pipeline"] = {"rows": counts["encoded"], "seconds": round(written.seconds, 3),
+                          "rows_per_s": round(counts["encoded"] / max(written.seconds, 1e-9), 2)}
+    enc = written.stage_stats.get("encode", {})
+    if enc.get("tokens"):
+        stages["encode"]["padding_share"] = round(
+            enc.get("padding_tokens", 0) / max(1, enc["tokens"] + enc.get("padding_tokens", 0)), 4)
+
+
+def version_manifest(ctx: RunContext, counts: dict[str, int]) -> dict[str, Any]:
+    """The encoding settings of the version (``versions/<collection>.json``): what search needs."""
+    cfg, p = ctx.cfg, ctx.plan
+    return {
+        "collection": p.collection,
+        "run_id": p.run_id,
+        "model": {"ref": cfg.dense.model, "path": resolve_model(cfg.dense.model), "dim": ctx.dims.model,
+                  "max_seq_length": ctx.dims.max_seq_length},
+        "dense": {"dim": ctx.dims.stored, "quantization": ctx.spec.quantization, "calibration": p.calibration,
+                  "rescore": ctx.spec.rescore, "query_prefix": cfg.dense.query_prefix},
+        "sparse": {"kind": cfg.sparse.kind.value, "model": cfg.sparse.model, "bm25": p.bm25},
+        "text": {"analyzer": cfg.text_store.analyzer.value},
+        "fingerprint": cfg.vector_fingerprint(),
+        "count": counts["indexed"],
+    }
+
+
+def run_manifest(ctx: RunContext, counts: dict[str, int], result: GateResult, version: dict[str, Any], *,
+                 skipped: int, alias_moved: bool, dropped: list[str]) -> dict[str, Any]:
+    """The run manifest (``runs/<run_id>/manifest.json``): config, counts, stages, gate, versions."""
+    p = ctx.plan
+    return {
+        "run_id": p.run_id,
+        "status": "succeeded" if result.passed else "failed",
+        "failures": result.failures,
+        "mode": p.mode,
+        "mode_reason": p.reason,
+        "resumed": p.resumed,
+        "skipped_fragments": skipped,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ctx.started)),
+        "seconds": round(time.time() - ctx.started, 3),
+        "config": dump_config(ctx.cfg),
+        "model": version["model"],
+        "dense": version["dense"],
+        "sparse": version["sparse"],
+        "text": version["text"],
+        "counts": counts,
+        "rejects_path": ctx.layout.rejects(p.run_id),
+        "stages": ctx.stages,
+        "verification": result.to_json(),
+        "placement": ctx.placement.__dict__,
+        # An incremental run writes into the live version: it serves the result once the gate passed.
+        "versions": {"before": p.live_before, "built": p.collection,
+                     "after": p.collection if result.passed else p.live_before, "dropped": dropped},
+        "alias_moved": alias_moved,
+    }
+
+
+def finish(ctx: RunContext, manifest: dict[str, Any]) -> None:
+    """Write the run manifest, mark the run finished (nothing left to resume), drop its task parts."""
+    p = ctx.plan
+    ctx.storage.write_json(ctx.layout.run_manifest(p.run_id), manifest)
+    records.write_state(ctx.storage, ctx.layout, ctx.cfg.index.name, {
+        "run_id": p.run_id, "status": manifest["status"], "collection": p.collection, "finished_at": time.time()})
+    records.delete_run_parts(ctx.storage, ctx.layout, p.run_id)
