@@ -212,14 +212,18 @@ def _text_index_bytes(sample: dict[str, np.ndarray], cfg: JobConfig) -> float:
     return size / max(1, len(sample[schema.ID]))
 
 
+def hnsw_link_bytes(m: int) -> float:
+    """HNSW graph bytes per vector: layer 0 has 2m links of 4 bytes; upper layers add about 1/m of that."""
+    return (2 * m) * 4 * (1 + 1 / max(1, m - 1))
+
+
 def storage_estimate(cfg: JobConfig, chunks: int, sample: dict[str, np.ndarray], sparse_nnz: float,
                      dim: int) -> dict[str, Any]:
     """Bytes of the index after the run: vectors (dense, HNSW links, sparse, payload) and text."""
     q = cfg.dense.quantization.value
     rescore = q == "binary" and cfg.dense.rescore
     dense = chunks * bytes_per_vector(dim, q, rescore)
-    m = cfg.vector_store.edge.hnsw_m
-    hnsw = chunks * (2 * m) * 4 * (1 + 1 / max(1, m - 1))  # layer 0 has 2m links of 4 bytes; upper layers ~1/m
+    hnsw = chunks * hnsw_link_bytes(cfg.vector_store.edge.hnsw_m)
     sparse = chunks * sparse_nnz * 8  # index (u32) + weight (f32) per non-zero
     payload = chunks * (np.mean([len(m_) for m_ in sample[schema.METADATA]]) + 120 if len(sample[schema.ID]) else 0)
     text_per_chunk = _text_index_bytes(sample, cfg) if len(sample[schema.ID]) else 0.0
