@@ -3,6 +3,8 @@
 Run manifests, rejects and hash manifests are written here so every node of a cluster run, and
 the next scheduled run, can find them. S3 goes through boto3 with the standard credential chain
 (environment, shared config, instance/pod roles); an ``endpoint_url`` serves S3-compatible stores.
+:func:`resolve_s3` picks the endpoint and region for boto3 here and for pyarrow's S3 filesystem
+(``sources.parquet``) alike, so both clients talk to the same place.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import S3Config
+from .config import ConfigError, S3Config
 
 
 def is_s3(uri: str) -> bool:
@@ -38,6 +40,36 @@ def split_s3(uri: str) -> tuple[str, str]:
     rest = uri[len("s3://"):]
     bucket, _, key = rest.partition("/")
     return bucket, key
+
+
+class S3Target(NamedTuple):
+    """Where S3 requests go: an endpoint (None: AWS's own) and a signing region (None: the SDK's default)."""
+
+    endpoint_url: str | None
+    region: str | None
+
+
+def resolve_s3(s3: S3Config) -> S3Target:
+    """The endpoint and region, resolved the way boto3 resolves them, for every S3 client of the job.
+
+    Endpoint: ``corpus.s3.endpoint_url``, then ``AWS_ENDPOINT_URL_S3``, then ``AWS_ENDPOINT_URL``
+    (both ignored when ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true``). Region: ``corpus.s3.region``,
+    then ``AWS_REGION``, then ``AWS_DEFAULT_REGION``. pyarrow's S3 filesystem reads neither endpoint
+    variable, so without this a MinIO / LocalStack / moto setup that boto3 honours would send
+    pyarrow's requests to AWS. Resolved in each process (driver and Ray workers read their own
+    environment). Raises :class:`ConfigError` for an endpoint variable that is not an http(s) URL.
+    """
+    endpoint = s3.endpoint_url
+    if endpoint is None and os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() != "true":
+        for var in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+            value = os.environ.get(var, "").strip()
+            if value:
+                if not value.startswith(("http://", "https://")):
+                    raise ConfigError(f"{var} must be an http:// or https:// URL, e.g. http://localhost:9000")
+                endpoint = value.rstrip("/")
+                break
+    region = s3.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+    return S3Target(endpoint, region)
 
 
 _CLIENTS: dict[tuple[str | None, str | None], Any] = {}
@@ -74,7 +106,7 @@ class Storage:
     @property
     def client(self):
         if self._client is None:
-            self._client = _s3_client(self.s3cfg.endpoint_url, self.s3cfg.region)
+            self._client = _s3_client(*resolve_s3(self.s3cfg))
         return self._client
 
     def __getstate__(self):

@@ -175,6 +175,47 @@ def test_storage_roundtrip_on_s3(s3):
     assert _signers(s3, start) == {(S3_TEST_ENV["AWS_ACCESS_KEY_ID"], REGION, "boto3")}
 
 
+def test_standard_aws_variables_alone_reach_the_endpoint(s3, tmp_path, monkeypatch):
+    """No ``corpus.s3`` settings: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL and AWS_REGION (as MinIO,
+    LocalStack and moto users set them) lead pyarrow and boto3 to the same endpoint and region."""
+    from indexer.storage import resolve_s3
+
+    c = _bucket(s3, "std-env")
+    _upload(c, "std-env", "chunks/a.parquet", write_parquet(tmp_path / "a.parquet", _docs(12), row_group_size=6))
+    monkeypatch.setenv("AWS_REGION", REGION)
+    for var in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+        monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        monkeypatch.setenv(var, s3["endpoint"] + "/")
+        assert resolve_s3(S3Config()) == (s3["endpoint"], REGION)
+        start = len(s3["requests"])
+        cfg = CorpusConfig(path="s3://std-env/chunks/")  # nothing S3-specific configured
+        p = plan_corpus(cfg)
+        assert [f.num_rows for f in p.fragments] == [6, 6] and not p.bad_files
+        assert len(read_fragment(p.fragments[1], cfg)["id"]) == 6
+        st = Storage()
+        st.write_json(f"s3://std-env/idx-{var}/state.json", {"k": var})
+        assert st.read_json(f"s3://std-env/idx-{var}/state.json") == {"k": var}
+        assert _signers(s3, start) == {(S3_TEST_ENV["AWS_ACCESS_KEY_ID"], REGION, "pyarrow"),
+                                       (S3_TEST_ENV["AWS_ACCESS_KEY_ID"], REGION, "boto3")}
+
+    # boto3's order: the S3-specific variable beats the general one, the config beats both;
+    # AWS_REGION beats AWS_DEFAULT_REGION.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://general.invalid:1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://s3-specific.invalid:2")
+    assert resolve_s3(S3Config()) == ("http://s3-specific.invalid:2", REGION)
+    assert resolve_s3(S3Config(endpoint_url="http://cfg.invalid:3", region="ap-south-1")) == (
+        "http://cfg.invalid:3", "ap-south-1")
+    monkeypatch.delenv("AWS_REGION")
+    assert resolve_s3(S3Config()).region == S3_TEST_ENV["AWS_DEFAULT_REGION"]
+    monkeypatch.setenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true")
+    assert resolve_s3(S3Config()).endpoint_url is None
+    monkeypatch.delenv("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "minio:9000")
+    with pytest.raises(ValueError, match="AWS_ENDPOINT_URL_S3.*http:// or https://"):
+        resolve_s3(S3Config())
+
+
 # ------------------------------------------------------------------------------------------
 # The whole pipeline: corpus and index.dir on S3, embedded stores under a local store_dir
 # ------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from .. import schema
 from ..config import CorpusConfig, S3Config
+from ..storage import resolve_s3
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,12 @@ def _s3_filesystem(endpoint_url: str | None, region: str | None):
 
 
 def filesystem(path: str, s3: S3Config):
-    """pyarrow filesystem + path within it. S3 uses the standard AWS credential chain."""
+    """pyarrow filesystem + path within it. S3 uses the standard AWS credential chain and the
+    endpoint and region of :func:`~indexer.storage.resolve_s3` (the same as boto3's)."""
     from pyarrow import fs as pafs
 
     if path.startswith("s3://"):
-        return _s3_filesystem(s3.endpoint_url, s3.region), path[len("s3://"):]
+        return _s3_filesystem(*resolve_s3(s3)), path[len("s3://"):]
     return pafs.LocalFileSystem(), os.path.abspath(path)
 
 
