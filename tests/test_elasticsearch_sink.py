@@ -705,3 +705,21 @@ def test_pipeline_writes_elasticsearch(fake, tmp_path):
     assert index.settings["index"]["refresh_interval"] == "1s" and index.settings["index"]["number_of_replicas"] == 1
     assert all(len(_bulk_ids(r)) <= 16 for r in fake.bulk_calls())
     assert m["verification"]["checks"]["sample"]["ok"]
+
+
+def test_export_rows_round_trips(fake):
+    store = ElasticsearchTextStore(_cfg(fake))
+    store.ensure_collection("chunks_v1")
+    store.upsert("chunks_v1", _batch(5))
+    store.finalize("chunks_v1")
+    out = store.export_rows("chunks_v1", ["doc-003", "missing", "doc-001"])
+    assert list(out[schema.ID]) == ["doc-003", "doc-001"]
+    assert list(out[schema.TEXT]) == ["text of document 3 about parsing json", "text of document 1 about parsing json"]
+    assert list(out[schema.HASH]) == ["h3", "h1"] and list(out[schema.TITLE]) == ["title 3", "title 1"]
+    assert [json.loads(m) for m in out[schema.METADATA]] == [{"module": "json", "n": 3}, {"module": "json", "n": 1}]
+    store.upsert("chunks_v1", {k: v[1:2] for k, v in _batch(2, start=2).items()} | {schema.ID: np.array(["doc-003"], dtype=object)})
+    store.upsert("chunks_v1", out)  # writing the export back restores the documents as they were
+    store.finalize("chunks_v1")
+    assert store.retrieve("chunks_v1", ["doc-003"])["doc-003"]["hash"] == "h3"
+    assert _bulk_ids(fake.calls(None, r"/_bulk$")[-1]) == ["doc-003", "doc-001"]
+    store.close()

@@ -69,6 +69,11 @@ class Store(abc.ABC):
         """Stored fields of the given chunk ids (missing ids are absent from the result)."""
 
     @abc.abstractmethod
+    def export_rows(self, collection: str, ids: Sequence[str]) -> Columns:
+        """Stored chunks of ``ids`` as the batch :meth:`upsert` accepts (missing ids are left out), so
+        upserting the result writes them back exactly as they are: what an undo record keeps."""
+
+    @abc.abstractmethod
     def list_collections(self, prefix: str) -> list[str]:
         """Collections whose name starts with prefix."""
 
@@ -130,9 +135,32 @@ class VectorStore(Store):
 class TextStore(Store):
     """A BM25 text store."""
 
+    def export_rows(self, collection: str, ids: Sequence[str]) -> Columns:
+        """Stored chunks as an upsert batch (id, text, title, metadata JSON, hash), from :meth:`retrieve`
+        (every text engine returns the text, title, metadata and hash it stores)."""
+        return text_rows(self.retrieve(collection, ids), ids)
+
     @abc.abstractmethod
     def search_bm25(self, collection: str, query: str, k: int) -> list[Hit]:
         """Best chunks by BM25 over text (and title when present)."""
+
+
+def text_rows(stored: dict[str, dict[str, Any]], order: Sequence[str]) -> Columns:
+    """Retrieved text-store payloads (id -> text, title, metadata, hash) as an upsert batch, in the
+    order of ``order`` (ids not stored are left out)."""
+    import json
+
+    from .. import schema
+
+    found = [stored[i] for i in dict.fromkeys(str(i) for i in order) if i in stored]
+    return {
+        schema.ID: np.array([p["id"] for p in found], dtype=object),
+        schema.TEXT: np.array([p.get("text") or "" for p in found], dtype=object),
+        schema.TITLE: np.array([p.get("title") or "" for p in found], dtype=object),
+        schema.METADATA: np.array([json.dumps(p.get("metadata") or {}, ensure_ascii=False, sort_keys=True)
+                                   for p in found], dtype=object),
+        schema.HASH: np.array([p.get("hash") or "" for p in found], dtype=object),
+    }
 
 
 StoreFactory = Callable[[], Store]

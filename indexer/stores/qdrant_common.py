@@ -230,3 +230,46 @@ def to_hits(spec: VectorSpec, points, dense: bool, with_vectors: bool) -> list[H
         score = similarity(spec, p.score) if dense else float(p.score)
         hits.append(Hit(payload.get("id", str(p.id)), score, payload, vecs))
     return hits
+
+
+def export_columns(spec: VectorSpec, records, order: Sequence[str]) -> Columns:
+    """Points read back with payload and vectors (either client) as the batch ``prepare_rows`` takes,
+    in the order of ``order`` (chunk ids; those not stored are left out). Vectors come back in
+    storage form, so upserting the batch writes the same points again."""
+    by_id = {r.payload["id"]: r for r in records if r.payload}
+    found = [by_id[i] for i in dict.fromkeys(str(i) for i in order) if i in by_id]
+    n = len(found)
+    width = packed_width(spec.dim) if spec.quantization == "binary" else spec.dim
+    dtype = np.float32 if spec.quantization == "none" else np.uint8
+    dense = np.zeros((n, width), dtype)
+    for k, r in enumerate(found):
+        dense[k] = storage_form(spec, DENSE, r.vector[DENSE])
+    out: Columns = {
+        schema.ID: np.array([r.payload["id"] for r in found], dtype=object),
+        schema.POINT_ID: np.array([str(r.id) for r in found], dtype=object),
+        schema.HASH: np.array([r.payload.get("hash") or "" for r in found], dtype=object),
+        schema.TITLE: np.array([r.payload.get("title") or "" for r in found], dtype=object),
+        schema.METADATA: np.array([json.dumps(r.payload.get("metadata") or {}, ensure_ascii=False, sort_keys=True)
+                                   for r in found], dtype=object),
+        schema.DENSE: dense,
+    }
+    if spec.rescore:
+        out[schema.DENSE_RESCORE] = np.array([storage_form(spec, DENSE_RESCORE, r.vector[DENSE_RESCORE])
+                                              for r in found], dtype=np.uint8).reshape(n, spec.dim)
+    if spec.sparse:
+        idx, val = [], []
+        for r in found:
+            sv = r.vector.get(SPARSE) if isinstance(r.vector, dict) else None
+            idx.append(np.asarray(sv.indices if sv is not None else [], dtype=np.int32))
+            val.append(np.asarray(sv.values if sv is not None else [], dtype=np.float32))
+        out[schema.SPARSE_INDICES] = _object_array(idx)
+        out[schema.SPARSE_VALUES] = _object_array(val)
+    return out
+
+
+def _object_array(items: list[np.ndarray]) -> np.ndarray:
+    """A 1-D object array of per-row arrays (numpy would make a 2-D array of equal-length rows)."""
+    out = np.empty(len(items), dtype=object)
+    for k, a in enumerate(items):
+        out[k] = a
+    return out

@@ -211,6 +211,15 @@ class EdgeVectorStore(VectorStore):
                     out[r.payload["id"]] = dict(r.payload)
         return out
 
+    def export_rows(self, collection: str, ids: Sequence[str]) -> Columns:
+        """Stored points of ``ids`` with payload and every vector, as an upsert batch."""
+        sh = self._shard(collection)
+        ids = [str(i) for i in ids]
+        recs = []
+        for lo in range(0, len(ids), 1000):
+            recs.extend(sh.retrieve([point_id(i) for i in ids[lo:lo + 1000]], with_payload=True, with_vector=True))
+        return qc.export_columns(self.spec, recs, ids)
+
     def list_collections(self, prefix: str) -> list[str]:
         return self.dirs.list(prefix)
 

@@ -501,6 +501,11 @@ class QdrantServerStore(VectorStore):
     def retrieve(self, collection: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return {r.payload["id"]: dict(r.payload) for r in self._retrieve(collection, ids, False) if r.payload}
 
+    def export_rows(self, collection: str, ids: Sequence[str]) -> Columns:
+        """Stored points of ``ids`` with payload and every vector, as an upsert batch."""
+        ids = [str(i) for i in ids]
+        return qc.export_columns(self.spec, self._retrieve(collection, ids, True), ids)
+
     def fetch_vectors(self, collection: str, ids: Sequence[str], name: str) -> dict[str, np.ndarray]:
         """Stored vectors (storage form) of the given chunk ids."""
         recs = self._retrieve(collection, ids, [name])
