@@ -1,4 +1,4 @@
-"""Command line: ``indexer run | search | eval | estimate | bench | rollback | sample``.
+"""Command line: ``indexer run | search | eval | compare | estimate | bench | rollback | sample``.
 
 Every command takes a CONFIG file and repeatable ``--set dotted.key=value`` overrides. With
 ``--json`` stdout carries exactly one JSON object; progress and logs go to stderr.
@@ -213,6 +213,73 @@ def _eval_sweep(cfg: JobConfig, queries: Path, qrels: Path, sweep: List[str], ou
         _emit_json(res)
     else:
         sys.stdout.write(markdown(res))
+
+
+@app.command()
+def compare(config: Path,
+            model: List[str] = typer.Option(..., "--model", help="A model to compare (repeatable): packaged:NAME, "
+                                            "a local sentence-transformers folder or a cached hub name."),
+            queries: Optional[Path] = typer.Option(None, "--queries", help="BEIR queries.jsonl (with --qrels)."),
+            qrels: Optional[Path] = typer.Option(None, "--qrels", help="BEIR qrels TSV (with --queries)."),
+            pseudo_queries: Optional[int] = typer.Option(
+                None, "--pseudo-queries", help="No qrels: build N queries from the corpus (a sentence taken out "
+                "of a chunk; that chunk is relevant)."),
+            dims: Optional[str] = typer.Option(None, "--dims", help="Comma-separated dimensions; each model skips "
+                                               "those above its own (default: its own and dense.dim)."),
+            quantization: Optional[str] = typer.Option(
+                None, "--quantization", help="Comma-separated: none, int8, uint8, binary, binary+int8, binary+float "
+                "(default: dense.quantization)."),
+            sample_docs: Optional[int] = typer.Option(
+                None, "--sample-docs", help="Search every judged document plus N random distractors (default: "
+                "the whole corpus up to 100,000 documents, else 100,000 distractors)."),
+            seed: int = typer.Option(0, "--seed", help="Seed of the document sample and the pseudo-queries."),
+            tolerance: float = typer.Option(0.01, "--tolerance", help="Recommend the cheapest setting within this "
+                                            "many nDCG@10 points of the best."),
+            bench_seconds: float = typer.Option(10.0, "--bench-seconds", help="Throughput measurement per model."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Write compare.json/.md/.png here."),
+            set_: Optional[List[str]] = SetOpt, k: int = typer.Option(10, "--k", min=1),
+            json_out: bool = JsonOpt) -> None:
+    """Compare models on this corpus: quality, encode cost and size per model x dim x quantization."""
+    _setup_logging()
+    logging.getLogger().setLevel(logging.WARNING)
+    cfg = _load(config, set_)
+    from .compare import CompareError, CompareOptions, markdown as compare_markdown, run_compare, write_outputs
+    from .compare.report import jsonable
+    from .eval import load_qrels, load_queries
+
+    def fail(msg: str) -> None:
+        err.print(f"[red]{msg}[/red]", soft_wrap=True)
+        raise typer.Exit(2)
+
+    if pseudo_queries is None and (queries is None or qrels is None):
+        fail("compare needs --queries FILE --qrels FILE, or --pseudo-queries N for a corpus without qrels")
+    if pseudo_queries is not None and (queries is not None or qrels is not None):
+        fail("give either --queries/--qrels or --pseudo-queries, not both")
+    try:
+        dim_list = [int(x) for x in dims.split(",") if x.strip()] if dims else None
+    except ValueError:
+        fail(f"--dims {dims!r}: expected comma-separated integers, e.g. 384,256")
+    opts = CompareOptions(models=list(model), dims=dim_list,
+                          quantizations=[x.strip() for x in quantization.split(",") if x.strip()] if quantization
+                          else None, sample_docs=sample_docs, pseudo_queries=pseudo_queries, seed=seed, k=k,
+                          tolerance=tolerance, bench_seconds=bench_seconds)
+    try:
+        q = load_queries(queries) if queries else None
+        r = load_qrels(qrels) if qrels else None
+    except (OSError, ValueError) as e:
+        fail(str(e))
+    with stdout_to_stderr(json_out):
+        try:
+            res = run_compare(cfg, opts, q, r, progress=err.print)
+        except CompareError as e:
+            fail(str(e))
+        if out:
+            write_outputs(res, out)
+            err.print(f"wrote {', '.join(res['outputs'].values())}")
+    if json_out:
+        _emit_json(jsonable(res))
+    else:
+        sys.stdout.write(compare_markdown(res))
 
 
 @app.command()

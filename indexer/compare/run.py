@@ -128,15 +128,10 @@ def _queries(cfg: JobConfig, opts: CompareOptions, queries: dict[str, str] | Non
 def run_compare(cfg: JobConfig, opts: CompareOptions, queries: dict[str, str] | None = None,
                 qrels: Qrels | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Compare ``opts.models`` on the config's corpus; see the module docstring. Returns the result dict."""
-    from ..encoders.dense import DenseModel
-    from ..estimate import bench_throughput, estimate, save_profile
-    from ..estimate.dry_run import hnsw_link_bytes
-
     opts.check()
     _check_models(opts.models)
     say = progress or (lambda msg: log.info(msg))
     k = opts.k
-    metric = f"ndcg@{k}"
     corpus, queries, qrels, qinfo = _queries(cfg, opts, queries, qrels)
     generated = qinfo.pop("generated", None)
     qids = list(qrels)
@@ -162,55 +157,16 @@ def run_compare(cfg: JobConfig, opts: CompareOptions, queries: dict[str, str] | 
 
     rows: list[dict[str, Any]] = []
     models: list[dict[str, Any]] = []
+    shared = _Shared(corpus, encoded_texts, corpus_own, qids, texts, qrels, settings, depth, k,
+                     {"bm25": (bm25_hits, bm25_lat)})
     with tempfile.TemporaryDirectory(prefix="indexer-compare-profiles-") as tmp:
         for ref in opts.models:
-            mcfg = model_config(cfg, ref, str(Path(tmp) / "profiles.json"))
-            say(f"{ref}: loading")
-            model = DenseModel(ref, cfg.encode.device, cfg.dense.dtype, cfg.dense.max_seq_length)
-            full_dim = int(model.full_dim)
-            dims, skipped = model_dims(opts.dims, cfg.dense.dim, full_dim)
-            if skipped:
-                say(f"{ref}: dims {skipped} skipped (above the model's {full_dim})")
-            dv = document_vectors(cfg, model, corpus.ids, encoded_texts, corpus_own, progress=say)
-            qvecs, q_encode_s = _encode_queries(model, texts, cfg.dense.query_prefix)
-            coverage = dict(zip(qids, vocab_coverage(ref, texts)))
-            lexical = {"bm25": (bm25_hits, bm25_lat)}
-            if cfg.sparse.kind == SparseKind.bm25:
-                sp = MemorySparseBM25(ref, encoded_texts, corpus.ids, cfg.sparse.k1, cfg.sparse.b, cfg.sparse.avg_len)
-                sh, sl = {}, {}
-                for q, t in zip(qids, texts):
-                    sh[q], sl[q] = sp.search(t, depth)
-                lexical["sparse"] = (sh, sl)
-                del sp
-                baselines.append({"mode": "sparse", "model": ref, **_metrics(evaluate(_run(sh), qrels, k), k),
-                                  **_lat(list(sl.values()))})
-            del model
-            gc.collect()
-            say(f"{ref}: measuring encode throughput ({opts.bench_seconds:g} s, `indexer bench`)")
-            prof = bench_throughput(mcfg, rows=opts.bench_rows, seconds=opts.bench_seconds)
-            save_profile(mcfg, prof)
-            est = estimate(mcfg, full=True)
-            info = {"model": ref, "full_dim": full_dim, "dims": dims, "skipped_dims": skipped,
-                    "vectors_from": dv.sources, "document_encode_s": round(dv.encode_seconds, 2),
-                    "query_encode_ms_mean": round(1000 * q_encode_s, 3),
-                    "tokens_per_s": round(float(prof["tokens_per_s"]), 1), "bench_device": prof.get("device"),
-                    "estimate": {x: est.get(x) for x in ("chunks", "tokens_encoded", "device", "throughput_tokens_per_s",
-                                                         "throughput_basis", "gpu_hours", "wall_hours", "cost_usd",
-                                                         "gpu_hour_usd", "gpu_hour_source")}}
+            info, model_rows, sparse_row = _compare_model(cfg, opts, ref, str(Path(tmp) / "profiles.json"), shared,
+                                                          quants, say)
             models.append(info)
-            chunks = int(est.get("chunks") or corpus.corpus_rows)
-            links = hnsw_link_bytes(cfg.vector_store.edge.hnsw_m)
-            for dim in dims:
-                for qz in quants:
-                    ds = DenseSetting(dim, qz, cfg.dense.oversample if qz not in ("none", "binary") else None)
-                    rows += _setting_rows(ds, dv.vectors, corpus.ids, qids, qvecs, lexical, coverage, qrels,
-                                          settings, depth, k, cfg)
-                    for r in rows[-2:]:
-                        r.update({"model": ref, "tokens_per_s": info["tokens_per_s"],
-                                  "encode_hours": est.get("gpu_hours"), "cost_usd": est.get("cost_usd"),
-                                  "gpu_hour_source": est.get("gpu_hour_source"),
-                                  "index_ram_bytes": int(chunks * (r["ram_bytes_per_vector"] + links))})
-            say(f"{ref}: {len(dims) * len(quants)} settings done")
+            rows += model_rows
+            if sparse_row:
+                baselines.append(sparse_row)
     rows = [_ordered(r, k) for r in rows]
     result: dict[str, Any] = {
         "config_corpus": cfg.corpus.path, "k": k, "corpus": corpus.describe(),
@@ -225,6 +181,79 @@ def run_compare(cfg: JobConfig, opts: CompareOptions, queries: dict[str, str] | 
     if generated is not None:
         result["pseudo_set"] = generated  # written as BEIR files by write_outputs; left out of the JSON
     return result
+
+
+@dataclass
+class _Shared:
+    """What every model of a comparison is evaluated on: documents, queries and the BM25 lists."""
+
+    corpus: EvalCorpus
+    encoded_texts: list[str]
+    corpus_own: list[bool]
+    qids: list[str]
+    texts: list[str]
+    qrels: Qrels
+    settings: Settings
+    depth: int
+    k: int
+    lexical: dict[str, tuple[dict, dict]]
+
+
+def _compare_model(cfg: JobConfig, opts: CompareOptions, ref: str, profile_path: str, sh: _Shared,
+                   quants: list[str], say: Callable[[str], None]
+                   ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """One model: its vectors (one encode pass), sparse lists, throughput, estimate, and its rows."""
+    from ..encoders.dense import DenseModel
+    from ..estimate import bench_throughput, estimate, save_profile
+    from ..estimate.dry_run import hnsw_link_bytes
+
+    mcfg = model_config(cfg, ref, profile_path)
+    say(f"{ref}: loading")
+    model = DenseModel(ref, cfg.encode.device, cfg.dense.dtype, cfg.dense.max_seq_length)
+    full_dim = int(model.full_dim)
+    dims, skipped = model_dims(opts.dims, cfg.dense.dim, full_dim)
+    if skipped:
+        say(f"{ref}: dims {skipped} skipped (above the model's {full_dim})")
+    dv = document_vectors(cfg, model, sh.corpus.ids, sh.encoded_texts, sh.corpus_own, progress=say)
+    qvecs, q_encode_s = _encode_queries(model, sh.texts, cfg.dense.query_prefix)
+    del model
+    gc.collect()
+    coverage = dict(zip(sh.qids, vocab_coverage(ref, sh.texts)))
+    lexical = dict(sh.lexical)
+    sparse_row = None
+    if cfg.sparse.kind == SparseKind.bm25:
+        sp = MemorySparseBM25(ref, sh.encoded_texts, sh.corpus.ids, cfg.sparse.k1, cfg.sparse.b, cfg.sparse.avg_len)
+        hits, lat = {}, {}
+        for q, t in zip(sh.qids, sh.texts):
+            hits[q], lat[q] = sp.search(t, sh.depth)
+        lexical["sparse"] = (hits, lat)
+        sparse_row = {"mode": "sparse", "model": ref, **_metrics(evaluate(_run(hits), sh.qrels, sh.k), sh.k),
+                      **_lat(list(lat.values()))}
+    say(f"{ref}: measuring encode throughput ({opts.bench_seconds:g} s, `indexer bench`)")
+    prof = bench_throughput(mcfg, rows=opts.bench_rows, seconds=opts.bench_seconds)
+    save_profile(mcfg, prof)
+    est = estimate(mcfg, full=True)
+    info = {"model": ref, "full_dim": full_dim, "dims": dims, "skipped_dims": skipped,
+            "vectors_from": dv.sources, "document_encode_s": round(dv.encode_seconds, 2),
+            "query_encode_ms_mean": round(1000 * q_encode_s, 3),
+            "tokens_per_s": round(float(prof["tokens_per_s"]), 1), "bench_device": prof.get("device"),
+            "estimate": {x: est.get(x) for x in ("chunks", "tokens_encoded", "device", "throughput_tokens_per_s",
+                                                 "throughput_basis", "gpu_hours", "wall_hours", "cost_usd",
+                                                 "gpu_hour_usd", "gpu_hour_source")}}
+    chunks = int(est.get("chunks") or sh.corpus.corpus_rows)
+    links = hnsw_link_bytes(cfg.vector_store.edge.hnsw_m)
+    rows: list[dict[str, Any]] = []
+    for dim in dims:
+        for qz in quants:
+            ds = DenseSetting(dim, qz, cfg.dense.oversample if qz not in ("none", "binary") else None)
+            for r in _setting_rows(ds, dv.vectors, sh.corpus.ids, sh.qids, qvecs, lexical, coverage, sh.qrels,
+                                   sh.settings, sh.depth, sh.k, cfg):
+                r.update({"model": ref, "tokens_per_s": info["tokens_per_s"], "encode_hours": est.get("gpu_hours"),
+                          "cost_usd": est.get("cost_usd"), "gpu_hour_source": est.get("gpu_hour_source"),
+                          "index_ram_bytes": int(chunks * (r["ram_bytes_per_vector"] + links))})
+                rows.append(r)
+    say(f"{ref}: {len(dims) * len(quants)} settings done")
+    return info, rows, sparse_row
 
 
 def _check_models(refs: Sequence[str]) -> None:
