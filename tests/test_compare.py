@@ -229,27 +229,46 @@ def test_compare_cli(tiny):
         assert r.exit_code == 2 and msg in r.output and "Traceback" not in r.output
 
 
-def test_in_memory_sparse_matches_the_vector_store(tmp_path, ray_local):
-    """The comparison's word-piece BM25 scores what the indexed sparse vectors score (same weights, same IDF)."""
+def test_in_memory_sparse_matches_the_vector_store(tmp_path):
+    """The comparison's word-piece BM25 scores what the vector store scores for the sparse vectors the
+    encode stage writes (the run's BM25 parameters, the engine's IDF)."""
+    import numpy as np
+
+    from indexer import schema
     from indexer.compare.lexical import MemorySparseBM25
     from indexer.config import load_config
-    from indexer.encoders.tokens import document_texts
-    from indexer.run.pipeline import run
-    from indexer.search import Searcher
-    from tests.conftest import write_parquet
+    from indexer.encoders.sparse import bm25_query, bm25_weights
+    from indexer.encoders.tokens import content_ids, document_texts
+    from indexer.run.plan import bm25_params
+    from indexer.schema import VectorSpec
+    from indexer.stores.qdrant_edge import EdgeVectorStore
 
-    write_parquet(tmp_path / "corpus.parquet", [{"id": i, "title": t, "text": x} for i, t, x in DOCS])
-    cfg = load_config("configs/local.yaml", [f"corpus.path={tmp_path / 'corpus.parquet'}", "corpus.sample=false",
-                                             f"index.dir={tmp_path / 'index'}", "encode.block_rows=64"])
-    run(cfg)
-    texts = document_texts({"title": [d[1] for d in DOCS], "text": [d[2] for d in DOCS]})
-    mem = MemorySparseBM25(cfg.dense.model, texts, [d[0] for d in DOCS], cfg.sparse.k1, cfg.sparse.b, None)
-    s = Searcher(cfg)
+    cfg = load_config("configs/local.yaml", ["corpus.sample=false"])
+    ref = cfg.dense.model
+    rows = {schema.ID: np.array([d[0] for d in DOCS], dtype=object),
+            schema.TITLE: np.array([d[1] for d in DOCS], dtype=object),
+            schema.TEXT: np.array([d[2] for d in DOCS], dtype=object)}
+    texts = document_texts(rows)
+    params = bm25_params(cfg, rows)  # what a run computes from its corpus sample
+    idx, val = bm25_weights(content_ids(texts, ref), **params)
+    n = len(DOCS)
+    rng = np.random.default_rng(0)
+    dense = rng.standard_normal((n, 8)).astype(np.float32)
+    batch = {schema.ID: rows[schema.ID], schema.HASH: np.array(["h"] * n, dtype=object),
+             schema.TITLE: rows[schema.TITLE], schema.METADATA: np.array(["{}"] * n, dtype=object),
+             schema.DENSE: dense / np.linalg.norm(dense, axis=1, keepdims=True),
+             schema.SPARSE_INDICES: np.array(idx + [None], dtype=object)[:n],
+             schema.SPARSE_VALUES: np.array(val + [None], dtype=object)[:n]}
+    store = EdgeVectorStore(str(tmp_path / "edge"), VectorSpec.build(8, "none", "bm25", False))
+    store.ensure_collection("c_v1")
+    store.upsert("c_v1", batch)
+    store.finalize("c_v1")
+    mem = MemorySparseBM25(ref, texts, list(rows[schema.ID]), cfg.sparse.k1, cfg.sparse.b, None)
     try:
         for q in [*QUERIES.values(), "json database pattern"]:
-            want = s.sparse_hits(s.encode([q])[0], 10)
+            want = store.search_sparse("c_v1", bm25_query(q, ref), 10)
             got, _ = mem.search(q, 10)
             assert [h.id for h in got] == [h.id for h in want]
             assert [h.score for h in got] == pytest.approx([h.score for h in want], rel=1e-4)
     finally:
-        s.close()
+        store.close()
