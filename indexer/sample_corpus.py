@@ -9,7 +9,10 @@ first run shows the rejects output at work.
 from __future__ import annotations
 
 import importlib
+import json
 import inspect
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -62,11 +65,20 @@ def stdlib_chunks(max_chars: int = 1500):
                 yield {"id": cid, "title": qual, "text": part.strip(), "module": mod_name, "kind": kind, "part": i}
 
 
+def fresh_stdlib_chunks() -> list[dict]:
+    """:func:`stdlib_chunks` as a fresh interpreter sees them: libraries imported in this process
+    (Ray replaces ``sys.excepthook``, others patch ``inspect``) must not change the sample."""
+    code = "import json, sys; from indexer.sample_corpus import stdlib_chunks; json.dump(list(stdlib_chunks()), sys.stdout)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    return json.loads(out.stdout)
+
+
 def build_sample(out_dir: str | Path, limit: int | None = None) -> dict[str, int]:
     """Write the sample corpus under ``out_dir``; returns row counts per file."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = list(stdlib_chunks())
+    rows = fresh_stdlib_chunks()
     if limit:
         rows = rows[:limit]
     table = pa.Table.from_pylist(rows)
