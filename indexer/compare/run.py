@@ -27,7 +27,6 @@ from ..schema import Hit
 from ..search import Settings, fuse, vocab_coverage
 from ..sweep.axes import DENSE_QUANTIZATIONS, DenseSetting
 from ..sweep.memory import MemoryDenseIndex
-from ..sweep.run import _one_blas_thread
 from .corpus import CompareError, EvalCorpus, judged_documents, load_eval_corpus
 from .lexical import MemorySparseBM25, TempBM25
 from .pseudo import PseudoQueries, make_pseudo_queries
@@ -297,14 +296,7 @@ def _setting_rows(ds: DenseSetting, docs: np.ndarray, doc_ids: list[str], qids: 
                   qrels: Qrels, settings: Settings, depth: int, k: int, cfg: JobConfig) -> list[dict[str, Any]]:
     """The dense row and the hybrid row of one storage setting."""
     mem = MemoryDenseIndex(docs, ds, cfg.dense.calibration_sample, cfg.dense.calibration_quantile)
-    dense_hits: dict[str, list[Hit]] = {}
-    dense_lat: dict[str, float] = {}
-    with _one_blas_thread():
-        for i, q in enumerate(qids):
-            t = time.perf_counter()
-            idx, scores = mem.search(qvecs[i], depth)
-            dense_lat[q] = time.perf_counter() - t
-            dense_hits[q] = [Hit(doc_ids[j], float(s)) for j, s in zip(idx, scores)]
+    dense_hits, dense_lat = mem.search_timed([qvecs[i] for i in range(len(qids))], qids, doc_ids, depth)
     common = {"dim": ds.dim, "quantization": ds.quantization, "oversample": ds.oversample,
               "bytes_per_vector": ds.bytes_stored(), "ram_bytes_per_vector": ds.bytes_ram()}
     fused: dict[str, list[Hit]] = {}

@@ -5,6 +5,7 @@ that mirrors the vector store's."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +17,18 @@ from ..search import Searcher
 from .axes import DenseSetting
 
 log = logging.getLogger(__name__)
+
+
+def one_blas_thread():
+    """Single-threaded BLAS while timing one query at a time: a query's matrix-vector product is
+    memory-bound, and BLAS threads fighting over a few shared cores only add noise."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: timings are noisier without it
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
 
 
 class MemoryDenseIndex:
@@ -45,6 +58,20 @@ class MemoryDenseIndex:
             self.float = x
         if setting.first_stage == "binary":
             self.bits = pack_binary(x)
+
+    def search_timed(self, queries, qids, doc_ids: list[str], depth: int
+                     ) -> tuple[dict[str, list[schema.Hit]], dict[str, float]]:
+        """Hits and seconds per query (``queries[n]`` is the vector of ``qids[n]``), one at a time
+        with single-threaded BLAS, as the sweep and the model comparison both time them."""
+        hits: dict[str, list[schema.Hit]] = {}
+        seconds: dict[str, float] = {}
+        with one_blas_thread():
+            for qid, vector in zip(qids, queries):
+                t = time.perf_counter()
+                idx, scores = self.search(vector, depth)
+                seconds[qid] = time.perf_counter() - t
+                hits[qid] = [schema.Hit(doc_ids[j], float(s)) for j, s in zip(idx, scores)]
+        return hits, seconds
 
     def search(self, query: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """Row indices and scores (higher is better) of the best ``depth`` documents."""

@@ -20,18 +20,6 @@ from .memory import MemoryDenseIndex, document_vectors
 log = logging.getLogger(__name__)
 
 
-def _one_blas_thread():
-    """Single-threaded BLAS while timing one query at a time: a query's matrix-vector product is
-    memory-bound, and BLAS threads fighting over a few shared cores only add noise."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: timings are noisier without it
-        import contextlib
-
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1)
-
-
 def _run(lists: dict[str, list[Hit]]) -> dict[str, dict[str, float]]:
     return {q: {h.id: float(len(hs) - i) for i, h in enumerate(hs)} for q, hs in lists.items()}
 
@@ -73,14 +61,7 @@ def run_sweep(searcher: Searcher, queries: dict[str, str], qrels: Qrels, axes: d
         t = time.perf_counter()
         mem = MemoryDenseIndex(docs, ds, cfg.dense.calibration_sample, cfg.dense.calibration_quantile)
         build_s = time.perf_counter() - t
-        dense_hits: dict[str, list[Hit]] = {}
-        dense_lat: dict[str, float] = {}
-        with _one_blas_thread():
-            for qid in qids:
-                t = time.perf_counter()
-                idx, scores = mem.search(qvecs[qid], depth)
-                dense_lat[qid] = time.perf_counter() - t
-                dense_hits[qid] = [Hit(doc_ids[i], float(s)) for i, s in zip(idx, scores)]
+        dense_hits, dense_lat = mem.search_timed([qvecs[q] for q in qids], qids, doc_ids, depth)
         common = {"dim": ds.dim, "quantization": ds.quantization, "oversample": ds.oversample,
                   "bytes_per_vector": ds.bytes_stored(), "ram_bytes_per_vector": ds.bytes_ram()}
         rows.append({"mode": "dense", **common, **evaluate(_run(dense_hits), qrels, k),
