@@ -89,20 +89,41 @@ def _manifest_table(m: dict[str, Any]) -> Table:
 @app.command()
 def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt,
         full: bool = typer.Option(False, "--full", help="Rebuild every chunk into a new version."),
+        allow_deletes: bool = typer.Option(
+            False, "--allow-deletes", help="Let this run delete more of the live index than "
+            "index.max_delete_fraction allows (the deletion guard otherwise refuses it, exit 3)."),
         verbose: bool = typer.Option(False, "-v", "--verbose")) -> None:
-    """Index the corpus named in CONFIG."""
+    """Index the corpus named in CONFIG. Exit codes: 0 ok, 1 gate failed, 2 config or corpus mistake,
+    3 refused by a guard, 4 succeeded but some files were unreadable."""
     _setup_logging(verbose)
     cfg = _load(config, set_)
+    from .run import exit_codes
+    from .run.guard import RunRefused
     from .run.pipeline import RunFailed, run as run_job
+    from .sources.parquet import SourceError
 
+    refused: Optional[RunRefused] = None
     with stdout_to_stderr(json_out):
         ensure_sample(cfg)
         try:
-            manifest = run_job(cfg, full=full)
-            code = 0
+            manifest = run_job(cfg, full=full, allow_deletes=allow_deletes)
+            code = exit_codes.exit_code(manifest)
         except RunFailed as e:
-            manifest, code = e.manifest, 1
+            manifest, code = e.manifest, exit_codes.GATE_FAILED
             err.print(f"[red]run failed: {e}[/red] (alias not moved)")
+        except RunRefused as e:
+            refused = e
+        except (ConfigError, SourceError) as e:
+            err.print(str(e), style="red", markup=False, soft_wrap=True)
+            raise typer.Exit(exit_codes.USER_ERROR) from None
+    if refused is not None:
+        err.print(str(refused), style="red", markup=False, soft_wrap=True)
+        if json_out:
+            _emit_json({"status": "refused", "reason": str(refused), "guard": refused.verdict.to_json()})
+        raise typer.Exit(exit_codes.REFUSED)
+    for f in manifest.get("unreadable_files", []):
+        err.print(f"unreadable, its {f['kept_rows']} live chunks kept: {f['file']}: {f['reason']}",
+                  style="yellow", markup=False, soft_wrap=True)
     if json_out:
         _emit_json(manifest)
     else:
@@ -294,8 +315,14 @@ def estimate(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = 
     cfg = _load(config, set_)
     from .estimate import estimate as run_estimate
 
+    from .sources.parquet import SourceError
+
     with stdout_to_stderr(json_out):
-        est = run_estimate(cfg, exact=exact, workers=workers, full=full)
+        try:
+            est = run_estimate(cfg, exact=exact, workers=workers, full=full)
+        except (ConfigError, SourceError) as e:
+            err.print(str(e), style="red", markup=False, soft_wrap=True)
+            raise typer.Exit(2) from None
     if json_out:
         _emit_json(est)
         return
@@ -320,8 +347,13 @@ def estimate(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = 
         *[(f"hosted API: {k}", f"${v:,.2f}") for k, v in est["api_comparison_usd"].items()],
     ]:
         t.add_row(name, val)
+    g = est["guard"]
+    t.add_row("deletion guard", f"{g['would_delete']:,} of {g['live']:,} live chunks would be deleted"
+              + (f", {g['kept_unreadable']:,} kept (unreadable files)" if g["kept_unreadable"] else ""))
     Console().print(t)
     err.print(f"throughput source: {est['throughput_source']}; API prices: {est['api_price_source']}")
+    if g["refused"]:
+        err.print(f"warning: indexer run would be {g['message']}", style="yellow", markup=False, soft_wrap=True)
 
 
 def _human(n: float) -> str:

@@ -124,6 +124,10 @@ class IndexConfig(_Section):
     name: str = Field("chunks", description="Alias served to searchers; versions are '<name>_v<N>'.")
     keep_versions: int = Field(3, ge=1, description="Versions kept after a successful publish.")
     incremental: bool = Field(True, description="Re-encode only new/changed chunks when a live version exists.")
+    max_delete_fraction: float = Field(
+        0.2, ge=0, le=1, description="Deletion guard: a run that would delete more than this share of the live "
+        "chunks (or a full build publishing fewer than 1 - this share of them, or a corpus with no valid rows) is "
+        "refused before writing anything (exit 3); --allow-deletes lets one run through.")
 
     @field_validator("name")
     @classmethod

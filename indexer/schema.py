@@ -44,6 +44,8 @@ REJECTS_SCHEMA = pa.schema(
 """Schema of the rejects Parquet output: one row per input row that was not indexed."""
 
 HASH_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("hash", pa.string())])
+HASH_FILE_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("hash", pa.string()), pa.field("file", pa.string())])
+"""The hash manifest with each chunk's source file (what a run keeps when that file can't be read)."""
 
 # Run records (written by stages, read by the run): what each valid row became, and which rows were written.
 ROWS_SCHEMA = pa.schema([("file", pa.string()), ("row", pa.int64()), ("id", pa.string()),

@@ -1,7 +1,8 @@
-"""Ray job entrypoint: ``python jobs/index.py --config FILE [--set key=value ...] [--full]``.
+"""Ray job entrypoint: ``python jobs/index.py --config FILE [--set key=value ...] [--full] [--allow-deletes]``.
 
 Same code path as ``indexer run``; used with ``ray job submit`` and KubeRay RayJobs. Prints the
-run manifest as JSON on stdout and exits non-zero when a gate failed.
+run manifest as JSON on stdout. Exit codes as ``indexer run``: 0 ok, 1 gate failed, 2 config or
+corpus mistake, 3 refused by a guard (nothing written), 4 succeeded but some files were unreadable.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from indexer.config import ConfigError, load_config  # noqa: E402
+from indexer.run import exit_codes  # noqa: E402
+from indexer.run.guard import RunRefused  # noqa: E402
 from indexer.run.pipeline import RunFailed, run  # noqa: E402
+from indexer.sources.parquet import SourceError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True, help="YAML job config")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="dotted.key=value override")
     ap.add_argument("--full", action="store_true", help="rebuild every chunk into a new version")
+    ap.add_argument("--allow-deletes", action="store_true",
+                    help="let this run delete more of the live index than index.max_delete_fraction allows")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -30,17 +36,24 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         print(str(e), file=sys.stderr)
-        return 2
+        return exit_codes.USER_ERROR
     if cfg.corpus.sample:
         from indexer.cli import ensure_sample
 
         ensure_sample(cfg)
     try:
-        manifest = run(cfg, full=args.full)
-        code = 0
+        manifest = run(cfg, full=args.full, allow_deletes=args.allow_deletes)
+        code = exit_codes.exit_code(manifest)
     except RunFailed as e:
-        manifest, code = e.manifest, 1
+        manifest, code = e.manifest, exit_codes.GATE_FAILED
         print(f"run failed: {e}", file=sys.stderr)
+    except RunRefused as e:
+        print(str(e), file=sys.stderr)
+        print(json.dumps({"status": "refused", "reason": str(e), "guard": e.verdict.to_json()}))
+        return exit_codes.REFUSED
+    except (ConfigError, SourceError) as e:
+        print(str(e), file=sys.stderr)
+        return exit_codes.USER_ERROR
     print(json.dumps(manifest, default=str))
     return code
 

@@ -622,3 +622,11 @@ def test_compose_backends():
     minio = services["minio"]
     assert {9000, 9001} <= container_ports(minio)
     assert ":9001" in minio["command"]
+
+
+@pytest.mark.parametrize("name", ["rayjob.yaml", "raycronjob.yaml"])
+def test_deletes_beyond_the_guard_only_when_the_user_asks(name):
+    text = (INFRA / name).read_text()
+    for _, spec in job_specs():
+        assert "--allow-deletes" not in spec["entrypoint"]
+    assert "# entrypoint: python jobs/index.py --config configs/cluster.yaml --allow-deletes" in text

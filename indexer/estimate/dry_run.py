@@ -190,6 +190,38 @@ def scan_exact(cfg: JobConfig, p: CorpusPlan, live: dict[str, str] | None) -> Sc
     return s
 
 
+def deletion_guard(cfg: JobConfig, base: Baseline, p: CorpusPlan) -> dict[str, Any]:
+    """The deletion guard's numbers and verdict for the run this estimate prices (as ``indexer run``
+    computes them, from the same plan and the live hash manifest); ``refused`` carries its warning."""
+    from ..layout import Layout
+    from ..run import records
+    from ..run.guard import assess, check_deletes
+    from ..storage import Storage
+
+    storage, layout = Storage(cfg.corpus.s3), Layout(cfg.index.dir)
+    live_ids: list[str] = []
+    live_files, live_count = None, None
+    if base.live:
+        live_ids = list(base.hashes) if base.hashes is not None else \
+            records.read_hashes(storage, layout, base.live).column("id").to_pylist()
+        if p.unreadable_files and base.mode == "incremental":
+            live_files = records.read_hash_files(storage, layout, base.live)
+        if not live_ids:
+            live_count = _live_count(cfg, base.live)
+    _, counts = assess(base.mode, live_ids, live_files, p.ids, {b.file for b in p.unreadable_files}, live_count)
+    return check_deletes(counts, cfg.index.max_delete_fraction).to_json()
+
+
+def _live_count(cfg: JobConfig, collection: str) -> int:
+    from ..stores.factory import vector_store_factory
+
+    store = vector_store_factory(cfg)()
+    try:
+        return store.count(collection)
+    finally:
+        store.close()
+
+
 # ------------------------------------------------------------------------------------------
 # Storage
 # ------------------------------------------------------------------------------------------
@@ -255,7 +287,8 @@ def estimate(cfg: JobConfig, exact: bool = False, workers: int | None = None, fu
     dim = cfg.dense.dim or embedding_dim(cfg.dense.model)
     info = tokenizer_info(cfg.dense.model, cfg.dense.max_seq_length)
     base = baseline(cfg, dim, full)
-    p = plan_corpus(cfg.corpus, check_duplicates=exact or base.mode == "incremental")
+    # Ids are read whenever a version is live: the deletion guard compares them with it.
+    p = plan_corpus(cfg.corpus, check_duplicates=exact or base.live is not None)
     chunks = sum(f.num_rows for f in p.fragments)
     n = cfg.cost.sample_rows
 
@@ -321,6 +354,7 @@ def estimate(cfg: JobConfig, exact: bool = False, workers: int | None = None, fu
     return {
         "chunks": int(chunks),
         "chunks_to_encode": int(to_encode),
+        "guard": deletion_guard(cfg, base, p),
         "mode": base.mode,
         "mode_reason": base.reason,
         "live_version": base.live,

@@ -32,11 +32,12 @@ from ..stores.base import StoreTarget
 from ..stores.datasink import make_datasink
 from ..stores.factory import text_store_factory, vector_store_factory
 from . import records
+from .guard import DeletePlan, GuardVerdict, RunRefused, assess, check_deletes
 from .placement import EncodePlacement, cluster_resources, encode_on, init_ray, plan_placement
 from .plan import (DenseDims, RunPlan, calibrate_dense, corpus_bm25, decide, dense_dims, stored_versions,
                    vector_spec)
 from .publish import publish
-from .reconcile import Reconciled, RecordWritten, count_rows, delete_stale, reconcile
+from .reconcile import Reconciled, RecordWritten, count_rows, delete_stale, kept_rows, reconcile
 from .records import RunRecords
 from .verify import GateResult, verify_version
 
@@ -80,36 +81,42 @@ class WriteOutcome:
     seconds: float  # wall time of the Ray graph
 
 
-def run(cfg: JobConfig, *, full: bool = False, store_factories: tuple | None = None) -> dict[str, Any]:
+def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
+        store_factories: tuple | None = None) -> dict[str, Any]:
     """Index the corpus; returns the run manifest (also written under ``index.dir/runs``).
 
     Incremental by default against a live version with the same vector settings; a full build
     writes a new version and moves the alias after the verification gate. An interrupted run is
-    resumed by running the same command again. Raises :class:`RunFailed` when the gate fails.
+    resumed by running the same command again. Raises :class:`RunFailed` when the gate fails, and
+    :class:`~indexer.run.guard.RunRefused` before writing anything when the run would delete more of the
+    live version than ``index.max_delete_fraction`` allows (``allow_deletes`` lets it through).
     ``store_factories`` (vector, text :class:`StoreTarget` s) replaces the configured stores (tests inject
     faults so).
     """
     ctx = prepare(cfg, full=full, store_factories=store_factories)
+    live_hashes = load_live_hashes(ctx)
+    deletes, verdict = check_guard(ctx, live_hashes, allow_deletes)  # before anything is written
     calibrate(ctx)
     record_start(ctx)
-    live_hashes = load_live_hashes(ctx)
     todo, skipped = pending_fragments(ctx)
     written = write(ctx, todo, live_hashes)
 
     # Records of this run (all attempts): the source of exact counts.
     run_records = records.load_records(ctx.storage, ctx.layout, ctx.plan.run_id)
     reconciled = reconcile(run_records, ctx.corpus, written.store_rejects)
-    counts, result = finish_version(ctx, run_records, reconciled, live_hashes, written.stage_stats)
+    counts, result = finish_version(ctx, run_records, reconciled, live_hashes, written.stage_stats, deletes)
     ctx.storage.write_parquet(ctx.layout.rejects(ctx.plan.run_id), reconciled.rejects)
     add_stage_stats(ctx.stages, written, counts)
     version = version_manifest(ctx, counts)
     ctx.storage.write_json(ctx.layout.version_manifest(ctx.plan.collection), version)
 
-    alias_moved = result.passed and ctx.plan.mode == "full"
+    alias_moved = result.passed and ctx.plan.mode == "full" and counts["indexed"] > 0
     dropped = publish(cfg, ctx.vector_store, ctx.text_store, ctx.storage, ctx.layout, ctx.plan.collection,
                       ctx.existing) if alias_moved else []
     manifest = run_manifest(ctx, counts, result, version, skipped=skipped, alias_moved=alias_moved,
                             dropped=dropped)
+    manifest["guard"] = verdict.to_json()
+    manifest["unreadable_files"] = unreadable_report(ctx, deletes)
     finish(ctx, manifest)
     if not result.passed:
         raise RunFailed("; ".join(result.failures), manifest)
@@ -177,6 +184,51 @@ def load_live_hashes(ctx: RunContext) -> pa.Table | None:
     return None
 
 
+def live_chunk_count(ctx: RunContext) -> int:
+    """Chunks of the live version as its vector store counts them (when it has no hash manifest)."""
+    vectors = ctx.vector_store()
+    try:
+        return vectors.count(ctx.plan.live_before)
+    finally:
+        vectors.close()
+
+
+def check_guard(ctx: RunContext, live_hashes: pa.Table | None,
+                allow_deletes: bool) -> tuple[DeletePlan, GuardVerdict]:
+    """The deletion guard (:mod:`indexer.run.guard`) on the plan's numbers; raises
+    :class:`~indexer.run.guard.RunRefused` when it refuses. Returns what the run will delete and keep."""
+    p, corpus = ctx.plan, ctx.corpus
+    live_ids: list[str] = []
+    live_files, live_count = None, None
+    if p.live_before:
+        table = live_hashes if live_hashes is not None else records.read_hashes(ctx.storage, ctx.layout,
+                                                                                p.live_before)
+        live_ids = table.column("id").to_pylist()
+        if corpus.unreadable_files and p.mode == "incremental":
+            live_files = records.read_hash_files(ctx.storage, ctx.layout, p.live_before)
+        if not live_ids:
+            live_count = live_chunk_count(ctx)
+    deletes, counts = assess(p.mode, live_ids, live_files, corpus.ids,
+                             {b.file for b in corpus.unreadable_files}, live_count)
+    verdict = check_deletes(counts, ctx.cfg.index.max_delete_fraction, allow_deletes)
+    log.info("deletion guard: %s", verdict.message)
+    if verdict.refused:
+        raise RunRefused(verdict)
+    return deletes, verdict
+
+
+def unreadable_report(ctx: RunContext, deletes: DeletePlan) -> list[dict[str, Any]]:
+    """The files that could not be read, why, and how many of their live chunks were kept."""
+    if not ctx.corpus.unreadable_files:
+        return []
+    files = records.read_hash_files(ctx.storage, ctx.layout, ctx.plan.collection) or {}
+    per_file: dict[str, int] = {}
+    for i in deletes.kept_unreadable:
+        per_file[files.get(i)] = per_file.get(files.get(i), 0) + 1
+    return [{"file": b.file, "reason": b.reason, "kept_rows": per_file.get(b.file, 0)}
+            for b in ctx.corpus.unreadable_files]
+
+
 def pending_fragments(ctx: RunContext) -> tuple[list[Fragment], int]:
     """Fragments left to process and how many were skipped: a resumed run skips the fragments an
     earlier attempt of it finished."""
@@ -232,18 +284,24 @@ def write(ctx: RunContext, fragments: list[Fragment], live_hashes: pa.Table | No
 # ------------------------------------------------------------------------------------------
 
 def finish_version(ctx: RunContext, run_records: RunRecords, reconciled: Reconciled, live_hashes: pa.Table | None,
-                   stage_stats: dict[str, dict[str, Any]]) -> tuple[dict[str, int], GateResult]:
-    """Delete what the new version must not hold, write its hash manifest, count it and run the gate."""
+                   stage_stats: dict[str, dict[str, Any]],
+                   deletes: DeletePlan) -> tuple[dict[str, int], GateResult]:
+    """Delete what the new version must not hold (never the chunks of unreadable files), write its hash
+    manifest, count it and run the gate."""
     collection = ctx.plan.collection
     t0 = time.perf_counter()
     vectors, text = ctx.vector_store(), ctx.text_store()
     try:
-        deleted = delete_stale(vectors, text, collection, reconciled, live_hashes)
+        deleted = delete_stale(vectors, text, collection, reconciled, live_hashes, deletes.kept_unreadable)
         ctx.stages["delete"] = {"rows": deleted, "seconds": _since(t0)}
-        records.write_hashes(ctx.storage, ctx.layout, collection, reconciled.rows)
-        hashes = records.hashes_as_dict(reconciled.rows)
+        kept = kept_rows(live_hashes, reconciled.rows, deletes.kept_unreadable,
+                         records.read_hash_files(ctx.storage, ctx.layout, ctx.plan.live_before)
+                         if deletes.kept_unreadable else None)
+        version_rows = pa.concat_tables([reconciled.rows.select(["id", "hash", "file"]).cast(kept.schema), kept])
+        records.write_hashes(ctx.storage, ctx.layout, collection, version_rows)
+        hashes = records.hashes_as_dict(version_rows)
         counts = count_rows(ctx.corpus.total_rows, run_records, reconciled, deleted, stage_stats,
-                            vectors.count(collection), text.count(collection))
+                            vectors.count(collection), text.count(collection), kept.num_rows)
         t0 = time.perf_counter()
         result = verify_version(ctx.cfg, counts, hashes, vectors, text, collection, ctx.plan.live_before)
         ctx.stages["verify"] = {"seconds": _since(t0)}

@@ -98,30 +98,47 @@ def delete_chunks(vstore: Store, tstore: Store, collection: str, ids: list[str])
     tstore.finalize(collection)
 
 
-def gone_ids(live_hashes: pa.Table, rows: pa.Table, refused: set[str]) -> list[str]:
-    """Chunks of the live version that the corpus no longer has (refused ones are deleted as rejects)."""
+def gone_ids(live_hashes: pa.Table, rows: pa.Table, refused: set[str], keep: frozenset[str] = frozenset()) -> list[str]:
+    """Chunks of the live version that the corpus no longer has (refused ones are deleted as rejects;
+    ``keep``: chunks whose file could not be read stay as they are)."""
     now = set(rows.column("id").to_pylist())
-    return [i for i in live_hashes.column("id").to_pylist() if i not in now and i not in refused]
+    return [i for i in live_hashes.column("id").to_pylist() if i not in now and i not in refused and i not in keep]
+
+
+def kept_rows(live_hashes: pa.Table | None, rows: pa.Table, keep: frozenset[str],
+              live_files: dict[str, str] | None) -> pa.Table:
+    """The live (id, hash, file) records of the chunks kept because their file could not be read (and
+    that no readable file holds now): they stay in the new hash manifest."""
+    if live_hashes is None or not keep:
+        return schema.HASH_FILE_SCHEMA.empty_table()
+    now = set(rows.column("id").to_pylist())
+    ids = live_hashes.column("id").to_pylist()
+    mask = [i in keep and i not in now for i in ids]
+    t = live_hashes.filter(pa.array(mask, pa.bool_())).select(["id", "hash"])
+    files = [(live_files or {}).get(i) for i in t.column("id").to_pylist()]
+    return t.append_column("file", pa.array(files, pa.string())).cast(schema.HASH_FILE_SCHEMA)
 
 
 def delete_stale(vstore: Store, tstore: Store, collection: str, reconciled: Reconciled,
-                 live_hashes: pa.Table | None) -> int:
+                 live_hashes: pa.Table | None, keep: frozenset[str] = frozenset()) -> int:
     """Remove refused chunks from both stores and, on an incremental run (``live_hashes`` given), the
-    chunks gone from the corpus; returns how many were gone."""
+    chunks gone from the corpus, except those in ``keep``; returns how many were gone."""
     if reconciled.refused:
         # A chunk one store refused must not stay in the other: it is a reject, not indexed.
         delete_chunks(vstore, tstore, collection, sorted(reconciled.refused))
     if live_hashes is None:
         return 0
-    gone = gone_ids(live_hashes, reconciled.rows, reconciled.refused)
+    gone = gone_ids(live_hashes, reconciled.rows, reconciled.refused, keep)
     if gone:
         delete_chunks(vstore, tstore, collection, gone)
     return len(gone)
 
 
 def count_rows(input_rows: int, records: RunRecords, reconciled: Reconciled, deleted: int,
-               stage_stats: dict[str, Any], vector_count: int, text_count: int) -> dict[str, int]:
-    """The run manifest's counts: input, what each valid row became, rejects, tokens, store contents."""
+               stage_stats: dict[str, Any], vector_count: int, text_count: int,
+               kept_unreadable: int = 0) -> dict[str, int]:
+    """The run manifest's counts: input, what each valid row became, rejects, tokens, store contents.
+    ``input + kept_unreadable == indexed + rejected`` when the stores agree (README, "Running it unattended")."""
     rows = reconciled.rows
     states = rows.column("state").to_pylist()
     written_rows = {(f, r) for f, r, s in zip(rows.column("file").to_pylist(), rows.column("row").to_pylist(),
@@ -136,6 +153,7 @@ def count_rows(input_rows: int, records: RunRecords, reconciled: Reconciled, del
         "new": sum(s == NEW for s in states),
         "deleted": deleted,
         "rejected": reconciled.rejects.num_rows,
+        "kept_unreadable": kept_unreadable,
         "truncated": tokenize.get("truncated", 0),
         "tokens": tokenize.get("tokens", 0),
         "vector_store": vector_count,

@@ -126,13 +126,30 @@ def read_hashes(storage: Storage, layout: Layout, collection: str) -> pa.Table:
 
 
 def write_hashes(storage: Storage, layout: Layout, collection: str, table: pa.Table) -> None:
-    """Replace the version's (id, hash) manifest (one Parquet file; sorted by id)."""
+    """Replace the version's (id, hash) manifest (one Parquet file; sorted by id). A ``file`` column, when
+    given, is kept: it says which file each chunk came from (see :func:`read_hash_files`)."""
     from .. import schema as sch
 
     storage.delete_prefix(layout.hashes_dir(collection))
-    t = table.select(["id", "hash"]).cast(sch.HASH_SCHEMA)
+    if "file" in table.column_names:
+        t = table.select(["id", "hash", "file"]).cast(sch.HASH_FILE_SCHEMA)
+    else:
+        t = table.select(["id", "hash"]).cast(sch.HASH_SCHEMA)
     t = t.sort_by("id")
     storage.write_parquet(join(layout.hashes_dir(collection), "part-0.parquet"), t)
+
+
+def read_hash_files(storage: Storage, layout: Layout, collection: str) -> dict[str, str] | None:
+    """{id: source file} of a version's chunks; None when its hash manifest does not record files."""
+    out: dict[str, str] = {}
+    for u in storage.list(layout.hashes_dir(collection)):
+        if not u.endswith(".parquet"):
+            continue
+        t = storage.read_parquet(u)
+        if "file" not in t.column_names:
+            return None
+        out.update(zip(t.column("id").to_pylist(), t.column("file").to_pylist()))
+    return out
 
 
 def hashes_as_dict(table: pa.Table) -> dict[str, str]:

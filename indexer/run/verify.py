@@ -3,8 +3,9 @@
 Checks, each reported by name with expected and actual values:
 
 * ``counts``: vector store, text store and hash manifest hold exactly the same number of chunks,
-  equal to input minus rejects.
+  equal to input minus rejects plus the live chunks kept because their file could not be read.
 * ``sample``: a deterministic sample of ids is present in both stores with the manifest's hash.
+* ``nonempty``: a new version holds at least one chunk (an empty version is never published).
 * ``golden``: optional golden queries; nDCG@10 of the new version may not drop more than
   ``verify.max_ndcg_drop`` below the live version's.
 """
@@ -34,7 +35,7 @@ class GateResult:
 
 def check_counts(expected: int, vectors: int, text: int, manifest: int) -> dict[str, Any]:
     ok = vectors == text == manifest == expected
-    detail = (f"expected {expected} chunks (input - rejected); vector store {vectors}, text store {text}, "
+    detail = (f"expected {expected} chunks (input - rejected + kept_unreadable); vector store {vectors}, text store {text}, "
               f"hash manifest {manifest}")
     return {"ok": ok, "expected": expected, "vector_store": vectors, "text_store": text, "hash_manifest": manifest,
             "detail": detail}
@@ -92,9 +93,13 @@ def golden_check(cfg: JobConfig, collection: str, live: str | None) -> dict[str,
 def verify_version(cfg: JobConfig, counts: dict[str, int], hashes: dict[str, str], vstore: Store, tstore: Store,
                    collection: str, live: str | None) -> GateResult:
     """Run every configured check on ``collection``, given the run's counts and the version's hash manifest."""
-    checks = {"counts": check_counts(counts["input"] - counts["rejected"], counts["vector_store"],
-                                     counts["text_store"], len(hashes)),
+    expected = counts["input"] - counts["rejected"] + counts.get("kept_unreadable", 0)
+    checks = {"counts": check_counts(expected, counts["vector_store"], counts["text_store"], len(hashes)),
               "sample": check_sample(hashes, vstore, tstore, collection, cfg.verify.sample_ids)}
+    if collection != live:  # a new version: one that holds nothing is never published
+        checks["nonempty"] = {"ok": counts["indexed"] > 0, "indexed": counts["indexed"],
+                              "detail": f"{counts['indexed']} chunks indexed" + (
+                                  "" if counts["indexed"] else ": an empty version is never published")}
     if cfg.verify.golden_queries and cfg.verify.golden_qrels:
         checks["golden"] = golden_check(cfg, collection, live)
     return gate(checks)

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import schema
-from ..config import CorpusConfig, S3Config
+from ..config import ConfigError, CorpusConfig, S3Config
 from ..storage import resolve_s3
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,7 @@ class BadFile:
     reason: str
     num_rows: int  # rows known from the footer (0 when the footer itself is unreadable)
     ids: list[str | None] = field(default_factory=list)
+    unreadable: bool = False  # the file could not be read (not its content's fault): its live rows are kept
 
 
 @dataclass
@@ -122,6 +123,13 @@ class CorpusPlan:
     bad_files: list[BadFile]
     total_rows: int  # rows of readable files + rows of bad files (a bad file with unknown rows counts 1)
     files: list[str]
+    ids: set[str] = field(default_factory=set)  # non-empty string ids of readable files (when duplicates are checked)
+    columns: set[str] = field(default_factory=set)  # columns of any readable file
+
+    @property
+    def unreadable_files(self) -> list[BadFile]:
+        """Files that could not be read at all: what they hold is unknown, so nothing of theirs is deleted."""
+        return [b for b in self.bad_files if b.unreadable]
 
 
 def _open(file: str, s3: S3Config) -> pq.ParquetFile:
@@ -137,15 +145,17 @@ def plan_corpus(cfg: CorpusConfig, check_duplicates: bool = True) -> CorpusPlan:
     fragments: list[Fragment] = []
     bad: list[BadFile] = []
     seen: dict[str, tuple[str, int]] = {}
+    columns: set[str] = set()
     total = 0
     for f in files:
         try:
             pf = _open(f, cfg.s3)
             names = pf.schema_arrow.names
         except Exception as e:  # noqa: BLE001 - any unreadable file is a reject, not a crash
-            bad.append(BadFile(f, f"unreadable Parquet file: {type(e).__name__}: {e}", 0))
+            bad.append(BadFile(f, f"unreadable Parquet file: {type(e).__name__}: {e}", 0, unreadable=True))
             total += 1
             continue
+        columns.update(names)
         n = pf.metadata.num_rows
         missing = [c for c in (cfg.id_column, cfg.text_column) if c not in names]
         if missing:
@@ -161,12 +171,12 @@ def plan_corpus(cfg: CorpusConfig, check_duplicates: bool = True) -> CorpusPlan:
             try:
                 col = pf.read(columns=[cfg.id_column]).column(0)
             except Exception as e:  # noqa: BLE001
-                bad.append(BadFile(f, f"unreadable id column: {type(e).__name__}: {e}", n))
+                bad.append(BadFile(f, f"unreadable id column: {type(e).__name__}: {e}", n, unreadable=True))
                 continue
             offset = 0
             for chunk in col.chunks:
                 for i, v in enumerate(chunk.to_pylist()):
-                    if isinstance(v, str):
+                    if isinstance(v, str) and v.strip():
                         if v in seen:
                             dup_rows.setdefault(offset + i, []).append(1)
                         else:
@@ -179,7 +189,27 @@ def plan_corpus(cfg: CorpusConfig, check_duplicates: bool = True) -> CorpusPlan:
             dups = [r for r in rows_sorted if offset <= r < offset + rg_n]
             fragments.append(Fragment(f, rg, offset, rg_n, dups))
             offset += rg_n
-    return CorpusPlan(fragments=fragments, bad_files=bad, total_rows=total, files=files)
+    plan = CorpusPlan(fragments=fragments, bad_files=bad, total_rows=total, files=files, ids=set(seen),
+                      columns=columns)
+    check_columns(cfg, plan)
+    return plan
+
+
+def check_columns(cfg: CorpusConfig, plan: CorpusPlan) -> None:
+    """A column the config names that exists in none of the readable files is a config mistake (a
+    typo would otherwise reject every row): raise :class:`~indexer.config.ConfigError` naming it and
+    the columns that exist. Nothing is checked when no file could be read."""
+    if not plan.columns:
+        return
+    named = [("corpus.id_column", cfg.id_column), ("corpus.text_column", cfg.text_column)]
+    if cfg.title_column:
+        named.append(("corpus.title_column", cfg.title_column))
+    named += [("corpus.metadata_columns", c) for c in cfg.metadata_columns or []]
+    for key, col in named:
+        if col not in plan.columns:
+            readable = len(plan.files) - len(plan.unreadable_files)
+            raise ConfigError(f"{key}={col!r} is in none of the {readable} readable corpus file(s) under "
+                              f"{cfg.path}; their columns: {', '.join(sorted(plan.columns))}")
 
 
 def _json_default(v: Any) -> Any:
