@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from indexer.config import ConfigError, load_config  # noqa: E402
 from indexer.run.pipeline import RunFailed, run  # noqa: E402
+from indexer.sources.parquet import SourceError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunFailed as e:
         manifest, code = e.manifest, 1
         print(f"run failed: {e}", file=sys.stderr)
+    except (ConfigError, SourceError) as e:  # the corpus path, dense.dim: one line, no traceback
+        print(str(e), file=sys.stderr)
+        return 2
     print(json.dumps(manifest, default=str))
     return code
 
