@@ -7,7 +7,6 @@ Every command takes a CONFIG file and repeatable ``--set dotted.key=value`` over
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -16,8 +15,10 @@ from typing import Any, Iterator, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from .cli_output import emit_json, hold_stdout
 from .config import ConfigError, JobConfig, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -46,24 +47,15 @@ def _load(config: Path, overrides: Optional[List[str]]) -> JobConfig:
 
 @contextlib.contextmanager
 def stdout_to_stderr(enabled: bool) -> Iterator[None]:
-    """Send everything written to fd 1 (Ray, C libraries, stray prints) to stderr meanwhile."""
-    if not enabled:
-        yield
-        return
-    sys.stdout.flush()
-    saved = os.dup(1)
-    os.dup2(2, 1)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        os.dup2(saved, 1)
-        os.close(saved)
+    """With ``--json``: from here until the process exits, fd 1 (Ray, C libraries, stray prints)
+    goes to stderr; only :func:`_emit_json` writes to the real stdout."""
+    if enabled:
+        hold_stdout()
+    yield
 
 
 def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
+    emit_json(obj)
 
 
 def ensure_sample(cfg: JobConfig) -> None:
@@ -92,30 +84,37 @@ def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonO
         allow_deletes: bool = typer.Option(
             False, "--allow-deletes", help="Let this run delete more of the live index than "
             "index.max_delete_fraction allows (the deletion guard otherwise refuses it, exit 3)."),
-        verbose: bool = typer.Option(False, "-v", "--verbose")) -> None:
+        verbose: bool = typer.Option(False, "-v", "--verbose", help="Show Ray's and the libraries' own logs."),
+        progress_every: float = typer.Option(10.0, "--progress-every", help="Seconds between progress lines "
+                                             "when stderr is not a terminal (job logs).")) -> None:
     """Index the corpus named in CONFIG. Exit codes: 0 ok, 1 gate failed, 2 config or corpus mistake,
     3 refused by a guard, 4 succeeded but some files were unreadable."""
     _setup_logging(verbose)
     cfg = _load(config, set_)
+    from .cli_progress import RunProgress, quiet_libraries
     from .run import exit_codes
     from .run.guard import RunRefused
     from .run.pipeline import RunFailed, run as run_job
     from .sources.parquet import SourceError
 
+    quiet_libraries(verbose)
     refused: Optional[RunRefused] = None
     with stdout_to_stderr(json_out):
-        ensure_sample(cfg)
         try:
-            manifest = run_job(cfg, full=full, allow_deletes=allow_deletes)
+            ensure_sample(cfg)
+            with RunProgress(err, every=progress_every) as progress:
+                manifest = run_job(cfg, full=full, allow_deletes=allow_deletes, progress=progress)
             code = exit_codes.exit_code(manifest)
         except RunFailed as e:
             manifest, code = e.manifest, exit_codes.GATE_FAILED
-            err.print(f"[red]run failed: {e}[/red] (alias not moved)")
+            err.print(f"[red]run failed: {escape(str(e))}[/red] (alias not moved)", soft_wrap=True)
         except RunRefused as e:
             refused = e
         except (ConfigError, SourceError) as e:
-            err.print(str(e), style="red", markup=False, soft_wrap=True)
-            raise typer.Exit(exit_codes.USER_ERROR) from None
+            _fail(str(e), exit_codes.USER_ERROR)
+        except KeyboardInterrupt:
+            err.print("interrupted: run the same command again to resume where this run stopped", soft_wrap=True)
+            raise typer.Exit(130) from None
     if refused is not None:
         err.print(str(refused), style="red", markup=False, soft_wrap=True)
         if json_out:
@@ -127,10 +126,21 @@ def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonO
     if json_out:
         _emit_json(manifest)
     else:
-        err.print(_manifest_table(manifest))
-        err.print({k: v for k, v in manifest["counts"].items()})
-        err.print(f"manifest: {manifest['rejects_path'].rsplit('rejects.parquet', 1)[0]}manifest.json")
+        print_manifest_summary(manifest, Console())
     raise typer.Exit(code)
+
+
+def print_manifest_summary(m: dict[str, Any], out: Console) -> None:
+    """What plain ``indexer run`` prints on stdout: per-stage table, counts, where the manifest is."""
+    out.print(_manifest_table(m))
+    out.print(", ".join(f"{k} {v}" for k, v in m["counts"].items()), soft_wrap=True)
+    out.print(f"manifest: {m['rejects_path'].rsplit('rejects.parquet', 1)[0]}manifest.json", soft_wrap=True)
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    """A user mistake: one line on stderr, no traceback."""
+    err.print(f"[red]{escape(msg)}[/red]", soft_wrap=True, highlight=False)
+    raise typer.Exit(code) from None
 
 
 @app.command()
@@ -141,16 +151,16 @@ def search(config: Path, query: str, set_: Optional[List[str]] = SetOpt,
     _setup_logging()
     logging.getLogger().setLevel(logging.WARNING)
     cfg = _load(config, set_)
-    from .search import SearchError, Searcher, hit_json
+    from .search import SearchError, Searcher, check_query, hit_json
 
     with stdout_to_stderr(json_out):
         try:
+            check_query(query)
             s = Searcher(cfg)
             hits = s.search(query, mode=mode, k=k)
             s.close()
         except SearchError as e:
-            err.print(f"[red]{e}[/red]")
-            raise typer.Exit(2) from None
+            _fail(str(e))
     if json_out:
         _emit_json({"query": query, "mode": mode, "hits": [hit_json(h) for h in hits]})
         return
@@ -180,21 +190,34 @@ def eval_cmd(config: Path, queries: Path = typer.Option(..., "--queries"), qrels
     cfg = _load(config, set_)
     from rich.progress import Progress
 
-    from .eval import load_qrels, load_queries, run_eval
-    from .search import Searcher
+    from .eval import judged_not_indexed, load_qrels, load_queries, run_eval
+    from .search import SearchError, Searcher
 
+    try:
+        query_texts, judged = load_queries(queries), load_qrels(qrels)
+    except (OSError, ValueError) as e:
+        _fail(str(e))
     if sweep or out:
         _eval_sweep(cfg, queries, qrels, sweep or [], out, k, json_out)
         return
 
     with stdout_to_stderr(json_out):
-        s = Searcher(cfg)
+        try:
+            s = Searcher(cfg)
+        except SearchError as e:
+            _fail(str(e))
+        missing = judged_not_indexed(s, judged)
+        if missing:
+            err.print(f"[yellow]warning: {len(missing)} of {len({d for x in judged.values() for d in x})} "
+                      f"documents judged in {qrels} are not in the index (e.g. {escape(missing[0])}): scores are "
+                      "lower than the index deserves; are these the qrels of this corpus?[/yellow]", soft_wrap=True)
         with Progress(console=err, transient=True) as prog:
             task = prog.add_task("queries", total=None)
-            res = run_eval(s, load_queries(queries), load_qrels(qrels), k=k, modes=[m.strip() for m in modes.split(",")],
+            res = run_eval(s, query_texts, judged, k=k, modes=[m.strip() for m in modes.split(",")],
                            progress=lambda d, t: prog.update(task, completed=d, total=t))
         s.close()
     res["collection"] = s.collection
+    res["judged_not_indexed"] = len(missing)
     if json_out:
         _emit_json(res)
         return

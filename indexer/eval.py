@@ -29,7 +29,7 @@ def load_queries(path: str | Path) -> dict[str, str]:
             try:
                 obj = json.loads(line)
                 out[str(obj["_id"])] = obj["text"]
-            except (json.JSONDecodeError, KeyError) as e:
+            except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:
                 raise ValueError(f"{path}:{n}: expected a JSON object with _id and text ({e})") from e
     return out
 
@@ -47,8 +47,20 @@ def load_qrels(path: str | Path) -> Qrels:
                 continue
             if len(row) < 3:
                 raise ValueError(f"{path}:{n}: expected 3 tab-separated columns, got {row}")
-            qrels.setdefault(str(row[0]), {})[str(row[1])] = int(float(row[2]))
+            try:
+                score = int(float(row[2]))
+            except ValueError:
+                raise ValueError(f"{path}:{n}: the score column must be a number, got {row[2]!r}") from None
+            qrels.setdefault(str(row[0]), {})[str(row[1])] = score
     return qrels
+
+
+def judged_not_indexed(searcher: Searcher, qrels: Qrels) -> list[str]:
+    """Documents the qrels judge that the live index does not hold (sorted): no mode can find
+    them, so every score is lower than the corpus deserves; usually qrels of another corpus."""
+    judged = sorted({d for docs in qrels.values() for d in docs})
+    found = searcher.text.retrieve(searcher.collection, judged) if judged else {}
+    return [d for d in judged if d not in found]
 
 
 def evaluate(run: Run, qrels: Qrels, k: int = 10) -> dict[str, float]:

@@ -28,7 +28,7 @@ MODEL_MODES = ("dense", "sparse")
 
 
 class SearchError(RuntimeError):
-    """No live index, or a mode the index can't serve."""
+    """No live index, a mode the index can't serve, or a query that can't be answered (blank)."""
 
 
 @dataclass
@@ -80,7 +80,8 @@ def fuse(per_mode: dict[str, list[Hit]], k: int, settings: Settings, coverage: f
     query's vocabulary coverage (:meth:`Settings.fused_modes`).
     """
     s = settings
-    lists = {m: per_mode[m][: s.candidates] for m in s.fused_modes(coverage) if m in per_mode}
+    pool = max(s.candidates, k)  # a k above the configured pool raises it: k hits, never fewer
+    lists = {m: per_mode[m][:pool] for m in s.fused_modes(coverage) if m in per_mode}
     if s.fusion in (FusionKind.dbsf, FusionKind.minmax):
         fn = dbsf if s.fusion == FusionKind.dbsf else minmax
         fused = fn({m: [(h.id, h.score) for h in hs] for m, hs in lists.items()}, s.weights)
@@ -104,6 +105,12 @@ def vocab_coverage(model_ref: str, queries: Sequence[str]) -> list[float]:
         return [1.0] * len(queries)
     ids = tok(list(queries), add_special_tokens=False)["input_ids"]
     return [1.0 - sum(1 for i in x if i == unk) / len(x) if x else 1.0 for x in ids]
+
+
+def check_query(query: str) -> None:
+    """Refuse a blank query: every mode would return arbitrary documents for it."""
+    if not query.strip():
+        raise SearchError("the query is blank: give at least one word to search for")
 
 
 class Searcher:
@@ -238,7 +245,9 @@ class Searcher:
     def search(self, query: str, mode: str = "hybrid", k: int = 10, with_text: bool = True) -> list[Hit]:
         if mode not in MODES:
             raise SearchError(f"mode must be one of {MODES}, got {mode!r}")
-        q = self.encode([query])[0]
+        check_query(query)
+        # BM25 reads the text through the text store's analyzer: no model to load.
+        q = EncodedQuery(query) if mode == "bm25" else self.encode([query])[0]
         if mode == "hybrid":
             cand = max(k, self.settings.candidates)
             hits = self.fuse(self.mode_hits(q, cand, self.settings.fused_modes(q.coverage)), k, coverage=q.coverage)

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(str(e), file=sys.stderr)
         print(json.dumps({"status": "refused", "reason": str(e), "guard": e.verdict.to_json()}))
         return exit_codes.REFUSED
-    except (ConfigError, SourceError) as e:
+    except (ConfigError, SourceError) as e:  # the corpus path, dense.dim: one line, no traceback
         print(str(e), file=sys.stderr)
         return exit_codes.USER_ERROR
     print(json.dumps(manifest, default=str))

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("run", ["indexer.run"]),
     ("tools", ["indexer.sweep", "indexer.estimate", "indexer.compare", "indexer.sample_corpus",
                "indexer.config_doc"]),
-    ("cli", ["indexer.cli"]),
+    ("cli", ["indexer.cli", "indexer.cli_output", "indexer.cli_progress"]),
 ]
 
 

@@ -161,7 +161,10 @@ def _corpus(path: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_job_submit_two_nodes(cluster, tmp_path):
+@pytest.mark.parametrize("with_runtime_env", [True, False], ids=["runtime-env-file", "working-dir-only"])
+def test_job_submit_two_nodes(cluster, tmp_path, with_runtime_env):
+    """Submitted with the documented runtime env file, and the way Ray's docs submit a job (only
+    ``--working-dir``): the job runs the same both ways."""
     env, address, base = cluster
     corpus = _corpus(tmp_path)
     index_dir = tmp_path / "index"
@@ -169,10 +172,11 @@ def test_job_submit_two_nodes(cluster, tmp_path):
     runtime_env = yaml.safe_load((ROOT / "jobs" / "runtime_env.yaml").read_text())
     runtime_env.pop("pip", None)
     (tmp_path / "runtime_env.yaml").write_text(yaml.safe_dump(runtime_env))
+    env_args = ["--runtime-env", str(tmp_path / "runtime_env.yaml")] if with_runtime_env else []
     sub_id = f"indexer-test-{secrets.token_hex(4)}"
     t0 = time.time()
     job = _run([RAY, "job", "submit", "--address", address, "--submission-id", sub_id, "--working-dir", ".",
-                "--runtime-env", str(tmp_path / "runtime_env.yaml"), "--",
+                *env_args, "--",
                 "python", "jobs/index.py", "--config", "configs/local.yaml",
                 "--set", f"index.dir={index_dir}", "--set", f"corpus.path={corpus}", "--set", "corpus.sample=false",
                 "--set", "encode.block_rows=30", "--set", "dense.dim=128"], env, timeout=360, cwd=ROOT)
@@ -184,7 +188,9 @@ def test_job_submit_two_nodes(cluster, tmp_path):
     # What was uploaded (unpacked on the nodes): the checkout without the virtualenv or run outputs.
     unpacked = [d for d in base.glob("h/session_*/runtime_resources/working_dir_files/_ray_pkg_*") if d.is_dir()]
     assert unpacked and all((d / "jobs" / "index.py").exists() for d in unpacked)
-    assert not any((d / name).exists() for d in unpacked for name in (".venv", ".git", ".indexer"))
+    # Without the runtime env file, .gitignore alone keeps the virtualenv and run outputs out.
+    left_out = (".venv", ".git", ".indexer") if with_runtime_env else (".venv", ".indexer")
+    assert not any((d / name).exists() for d in unpacked for name in left_out)
 
     manifests = sorted(index_dir.glob("runs/*/manifest.json"))
     assert len(manifests) == 1

@@ -240,6 +240,35 @@ def test_encoder_actor_killed_mid_run(tmp_path):
     assert (c["indexed"], c["encoded"], c["vector_store"], c["text_store"]) == (400, 400, 400, 400)
 
 
+def _kill_encoder_when_writing(root_pid: int, written: Path, parts_before: int) -> threading.Thread:
+    """A thread that SIGKILLs one encoder actor under process ``root_pid`` once a new written part
+    appears; the killed pids end up in the thread's ``pids``."""
+    import psutil
+
+    def kill():
+        deadline = time.time() + 300
+        while time.time() < deadline and not t.pids:
+            if len(list(written.glob("*/written/*.parquet"))) > parts_before:
+                try:
+                    procs = psutil.Process(root_pid).children(recursive=True)
+                except psutil.NoSuchProcess:
+                    return
+                for p in procs:
+                    try:
+                        if "MapBatches(Encode)" in " ".join(p.cmdline()):
+                            p.kill()
+                            t.pids.append(p.pid)
+                            return
+                    except psutil.Error:
+                        continue
+            time.sleep(0.1)
+
+    t = threading.Thread(target=kill, daemon=True)
+    t.pids = []
+    t.start()
+    return t
+
+
 def test_driver_killed_then_rerun_resumes(tmp_path):
     write_parquet(tmp_path / "corpus" / "p.parquet", docs(600), row_group_size=50)
     args = [sys.executable, "-m", "indexer.cli", "run", str(ROOT / "configs" / "local.yaml"), "--json",
@@ -264,9 +293,19 @@ def test_driver_killed_then_rerun_resumes(tmp_path):
     state = json.loads((tmp_path / "index" / "state" / "chunks.json").read_text())
     assert state["status"] == "running"
 
-    out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    m = json.loads(out.stdout)
+    # The rerun, with --json, while an encoder actor is killed mid-run (Ray then prints task retry
+    # notices) and a C library writes to fd 1 as the process exits: stdout is still one JSON object.
+    late = ("import atexit, os, runpy, sys; atexit.register(os.write, 1, b'late line from a C library\\n'); "
+            "sys.argv = ['indexer'] + sys.argv[1:]; runpy.run_module('indexer.cli', run_name='__main__')")
+    rerun = subprocess.Popen([sys.executable, "-c", late, *args[3:]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env, cwd=ROOT)
+    killed = _kill_encoder_when_writing(rerun.pid, written, len(list(written.glob("*/written/*.parquet"))))
+    stdout, stderr = rerun.communicate(timeout=600)
+    killed.join(5)
+    assert rerun.returncode == 0, stderr[-3000:]
+    assert killed.pids, "no encoder actor of the rerun was found to kill"
+    m = json.loads(stdout)  # one JSON object and nothing else
+    assert "late line from a C library" in stderr
     c = m["counts"]
     assert m["resumed"] and m["skipped_fragments"] >= 1 and m["run_id"] == state["run_id"]
     assert (c["input"], c["indexed"], c["rejected"], c["vector_store"], c["text_store"]) == (600, 600, 0, 600, 600)

@@ -84,9 +84,86 @@ def test_top_hit_per_mode(built, mode):
     assert hits[0].payload["text"].startswith(target["text"][:50])
 
 
-def test_incremental_rerun_and_rollback(built):
+def _encoder_processes() -> list[int]:
+    import psutil
+
+    return [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline"])
+            if "MapBatches(Encode)" in " ".join(p.info.get("cmdline") or [])]
+
+
+def _no_model_weights(monkeypatch) -> None:
+    """Loading the dense model on this process fails the test."""
+    from indexer.encoders import dense
+
+    def refuse(*a, **k):
+        raise AssertionError("model weights loaded")
+
+    monkeypatch.setattr(dense.DenseModel, "__init__", refuse)
+
+
+def test_search_edges_without_model_and_eval_warning(built, monkeypatch):
+    """A --k above the fused candidate pool still gets k hits; BM25 search loads no model; eval
+    counts and warns about judged documents the index lacks."""
+    tmp, cfg, docs, m = built
+    from indexer.config import load_config
+    from typer.testing import CliRunner
+
+    from indexer.cli import app
+
+    small_pool = load_config("configs/local.yaml", [f"corpus.path={tmp / 'corpus'}", "corpus.sample=false",
+                                                    f"index.dir={tmp / 'index'}", "search.candidates=5"])
+    s = Searcher(small_pool)
+    try:
+        assert len(s.search("a python module", mode="hybrid", k=20)) == 20
+    finally:
+        s.close()
+
+    with monkeypatch.context() as mp:
+        _no_model_weights(mp)
+        s = Searcher(cfg)
+        try:
+            hits = s.search(docs[7]["text"][:200], mode="bm25", k=3)
+        finally:
+            s.close()
+        assert hits[0].id == docs[7]["id"]
+
+    (tmp / "q.jsonl").write_text(json.dumps({"_id": "q1", "text": docs[3]["text"][:200]}) + "\n")
+    (tmp / "qrels.tsv").write_text(f"query-id\tcorpus-id\tscore\nq1\t{docs[3]['id']}\t1\nq1\tnot.in.index\t1\n")
+    res = CliRunner().invoke(app, ["eval", "configs/local.yaml", "--queries", str(tmp / "q.jsonl"), "--qrels",
+                                   str(tmp / "qrels.tsv"), "--modes", "bm25", "--json",
+                                   "--set", f"corpus.path={tmp / 'corpus'}", "--set", f"index.dir={tmp / 'index'}"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["judged_not_indexed"] == 1
+    assert "1 of 2 documents judged" in res.stderr and "not.in.index" in res.stderr
+
+
+def test_incremental_rerun_and_rollback(built, monkeypatch):
     tmp, cfg, docs, m1 = built
-    m2 = run(cfg)
+    # A rerun with nothing to encode starts no encoder actor and loads no model weights.
+    import threading
+    import time
+
+    deadline = time.time() + 30
+    while _encoder_processes() and time.time() < deadline:  # the last run's actors exiting
+        time.sleep(0.2)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.extend(_encoder_processes())
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    with monkeypatch.context() as mp:
+        _no_model_weights(mp)
+        try:
+            m2 = run(cfg)
+        finally:
+            stop.set()
+            watcher.join(5)
+    assert not seen, f"encoder actors started on a rerun with nothing to encode: {seen}"
     assert m2["mode"] == "incremental"
     assert m2["counts"]["encoded"] == 0 and m2["counts"]["unchanged"] == 120 and m2["counts"]["deleted"] == 0
     assert m2["counts"]["indexed"] == 120 and not m2["alias_moved"]

@@ -7,6 +7,7 @@ only loads tokenizers, which are small.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -60,9 +61,14 @@ def transformer_subdir(model_path: str) -> str:
 
 @lru_cache(maxsize=8)
 def load_tokenizer(model_ref: str):
-    """The model's fast tokenizer (cached per process)."""
+    """The model's fast tokenizer (cached per process).
+
+    Documents are tokenized whole on purpose (the encoder truncates and the run counts what it cut),
+    so transformers' "longer than the specified maximum sequence length ... will result in indexing
+    errors" warning is turned off here, in whichever process tokenizes."""
     from transformers import AutoTokenizer
 
+    logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
     path = resolve_model(model_ref)
     tok_path = transformer_subdir(path) if os.path.isdir(path) else path
     try:

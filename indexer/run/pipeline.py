@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 
+from .. import schema
 from ..config import JobConfig, dump_config
 from ..encoders.models import resolve_model
 from ..layout import Layout
@@ -25,7 +26,7 @@ from ..sources.parquet import CorpusPlan, Fragment, plan_corpus
 from ..stages.diff import Diff
 from ..stages.encode import EncodeSpec
 from ..stages.read import rows_dataset
-from ..stages.stats import StageReporter, start_stats_actor
+from ..stages.stats import StageReporter, polling, start_stats_actor
 from ..stages.tokenize import Tokenize
 from ..storage import Storage
 from ..stores.base import StoreTarget
@@ -70,6 +71,7 @@ class RunContext:
     plan: RunPlan
     started: float  # wall-clock start (time.time())
     stages: dict[str, Any] = field(default_factory=dict)
+    progress: Callable[[dict[str, dict[str, Any]], int], None] | None = None  # (stage stats, input rows)
 
 
 @dataclass
@@ -82,7 +84,8 @@ class WriteOutcome:
 
 
 def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
-        store_factories: tuple | None = None) -> dict[str, Any]:
+        store_factories: tuple | None = None,
+        progress: Callable[[dict[str, dict[str, Any]], int], None] | None = None) -> dict[str, Any]:
     """Index the corpus; returns the run manifest (also written under ``index.dir/runs``).
 
     Incremental by default against a live version with the same vector settings; a full build
@@ -91,9 +94,11 @@ def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
     :class:`~indexer.run.guard.RunRefused` before writing anything when the run would delete more of the
     live version than ``index.max_delete_fraction`` allows (``allow_deletes`` lets it through).
     ``store_factories`` (vector, text :class:`StoreTarget` s) replaces the configured stores (tests inject
-    faults so).
+    faults so). ``progress`` is called about every second during the write with the per-stage stats
+    so far and the corpus's input rows (the CLI's live display).
     """
     ctx = prepare(cfg, full=full, store_factories=store_factories)
+    ctx.progress = progress
     live_hashes = load_live_hashes(ctx)
     deletes, verdict = check_guard(ctx, live_hashes, allow_deletes)  # before anything is written
     calibrate(ctx)
@@ -138,15 +143,16 @@ def prepare(cfg: JobConfig, *, full: bool, store_factories: tuple | None) -> Run
     storage, layout = Storage(cfg.corpus.s3), Layout(cfg.index.dir)
     stages: dict[str, Any] = {}
 
-    t0 = time.perf_counter()
-    init_ray(cfg)
-    stages["ray_init"] = {"seconds": _since(t0)}
+    # What a user can get wrong (corpus path, dense.dim) fails here, before Ray starts.
     t0 = time.perf_counter()
     corpus = plan_corpus(cfg.corpus)
     stages["plan"] = {"rows": corpus.total_rows, "files": len(corpus.files), "fragments": len(corpus.fragments),
                       "seconds": _since(t0)}
-
     dims = dense_dims(cfg)
+    t0 = time.perf_counter()
+    init_ray(cfg)
+    stages["ray_init"] = {"seconds": _since(t0)}
+
     placement = plan_placement(cfg, *cluster_resources())
     log.info("encoder pool: %s", placement)
     spec = vector_spec(cfg, dims.stored)
@@ -241,11 +247,33 @@ def pending_fragments(ctx: RunContext) -> tuple[list[Fragment], int]:
 # The write (Ray)
 # ------------------------------------------------------------------------------------------
 
-def chunk_dataset(ctx: RunContext, fragments: list[Fragment], live_ref: Any, reporter: StageReporter):
-    """The Ray Dataset of encoded chunks: read -> validate -> diff -> tokenize -> encode."""
+def diffed_rows(ctx: RunContext, fragments: list[Fragment], live_ref: Any, reporter: StageReporter):
+    """The Ray Dataset of the fragments' new and changed rows: read -> validate -> diff (which
+    records every valid row's state, rejects recorded by validation)."""
     cfg, cpus, run_id = ctx.cfg, ctx.placement.task_cpus, ctx.plan.run_id
     ds = rows_dataset(fragments, cfg.corpus, ctx.layout.rejects_parts(run_id), ctx.storage, reporter, cpus)
-    ds = Diff(live_ref, records.rows_dir(ctx.layout, run_id), ctx.storage, reporter).apply(ds, num_cpus=cpus)
+    return Diff(live_ref, records.rows_dir(ctx.layout, run_id), ctx.storage, reporter).apply(ds, num_cpus=cpus)
+
+
+def fragments_to_encode(ctx: RunContext, fragments: list[Fragment], live_ref: Any,
+                        reporter: StageReporter) -> list[Fragment]:
+    """Incremental runs diff first, without the encoder pool: only fragments with new or changed
+    rows go on to be encoded, so a rerun with nothing to encode starts no encoder and loads no
+    model weights. Those fragments are read again by the write; their records are rewritten
+    identically (records keep one per file and row)."""
+    for _ in diffed_rows(ctx, fragments, live_ref, reporter).select_columns([schema.ID]).iter_batches(
+            batch_size=None):
+        pass
+    done = records.load_records(ctx.storage, ctx.layout, ctx.plan.run_id).completed_fragments(fragments)
+    return [f for f in fragments if f.key not in done]
+
+
+def chunk_dataset(ctx: RunContext, fragments: list[Fragment], live_ref: Any, reporter: StageReporter,
+                  read_reporter: StageReporter | None = None):
+    """The Ray Dataset of encoded chunks: read -> validate -> diff -> tokenize -> encode
+    (``read_reporter``, default ``reporter``, counts the first three)."""
+    cfg, cpus = ctx.cfg, ctx.placement.task_cpus
+    ds = diffed_rows(ctx, fragments, live_ref, reporter if read_reporter is None else read_reporter)
     ds = Tokenize(cfg.dense.model, cfg.dense.max_seq_length, cfg.dense.document_prefix, ctx.plan.bm25,
                   reporter).apply(ds, num_cpus=cpus)
     encode_spec = EncodeSpec.from_config(cfg, device=ctx.placement.device, torch_threads=ctx.placement.torch_threads,
@@ -263,16 +291,22 @@ def write(ctx: RunContext, fragments: list[Fragment], live_hashes: pa.Table | No
     live_ref = ray.put(records.hashes_as_dict(live_hashes)) if live_hashes is not None else None
     stats_actor = start_stats_actor()
     reporter = StageReporter(stats_actor)
-    ds = chunk_dataset(ctx, fragments, live_ref, reporter)
-    sink = make_datasink(
-        [("vectors", ctx.vector_store, ctx.plan.collection), ("text", ctx.text_store, ctx.plan.collection)],
-        run_id, reporter, after_block=RecordWritten(ctx.storage, records.written_dir(ctx.layout, run_id)),
-    )
+    read_reporter = None
+    show = (lambda snap: ctx.progress(snap, ctx.corpus.total_rows)) if ctx.progress else None
     t0 = time.perf_counter()
-    if fragments:
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": ctx.placement.task_cpus})
-    else:
-        sink.finalize_only()
+    with polling(stats_actor, show):
+        if fragments and live_ref is not None:
+            fragments = fragments_to_encode(ctx, fragments, live_ref, reporter)
+            read_reporter = StageReporter()  # the diff pass counted reading, validation and diff
+        ds = chunk_dataset(ctx, fragments, live_ref, reporter, read_reporter)
+        sink = make_datasink(
+            [("vectors", ctx.vector_store, ctx.plan.collection), ("text", ctx.text_store, ctx.plan.collection)],
+            run_id, reporter, after_block=RecordWritten(ctx.storage, records.written_dir(ctx.layout, run_id)),
+        )
+        if fragments:
+            ds.write_datasink(sink, ray_remote_args={"num_cpus": ctx.placement.task_cpus})
+        else:
+            sink.finalize_only()
     seconds = time.perf_counter() - t0
     stage_stats = ray.get(stats_actor.snapshot.remote())
     ray.kill(stats_actor)

@@ -3,17 +3,30 @@ hard-coded)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from ..config import JobConfig
 from ..stages.encode import EncodeSpec, encode_stage
 from ..stages.stats import StageReporter
 
 log = logging.getLogger(__name__)
+
+
+JOB_CONFIG_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+"""Set by Ray in the driver of a submitted job (``ray job submit``, KubeRay RayJob): the job's config."""
+
+
+def driver_runtime_env(environ: Mapping[str, str]) -> dict[str, Any] | None:
+    """The runtime env ``ray.init`` gets: inside a submitted job none at all, so the job's own
+    (its uploaded working dir, its env vars) applies unchanged; giving one there makes Ray build a
+    second env for the job's workers and release the first, working dir included, under the
+    driver. Outside a job: the hub and tokenizer settings every worker needs."""
+    if environ.get(JOB_CONFIG_VAR):
+        return None
+    return {"env_vars": {"HF_HUB_OFFLINE": environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}}
 
 
 def init_ray(cfg: JobConfig) -> None:
@@ -23,25 +36,18 @@ def init_ray(cfg: JobConfig) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "0")
     kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": False}
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    env = {"HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
-    # Inside a submitted job Ray merges the job's runtime env with this one and refuses keys set in
-    # both (jobs/runtime_env.yaml sets these too): the job's values win.
-    job_env = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("runtime_env") or {}
-    env = {k: v for k, v in env.items() if k not in (job_env.get("env_vars") or {})}
+    runtime_env = driver_runtime_env(os.environ)
     if address:
-        ray.init(address=address, runtime_env={"env_vars": env}, **kwargs)
+        ray.init(address=address, runtime_env=runtime_env, **kwargs)
     else:
         if cfg.ray.object_store_mb:
             kwargs["object_store_memory"] = cfg.ray.object_store_mb * 1024 * 1024
-        ray.init(include_dashboard=False, runtime_env={"env_vars": env}, **kwargs)
+        ray.init(include_dashboard=False, runtime_env=runtime_env, **kwargs)
     from ray.data import DataContext
 
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = True
-    ctx.print_on_execution_start = False
+    DataContext.get_current().print_on_execution_start = False
 
 
 @dataclass

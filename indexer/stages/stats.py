@@ -6,9 +6,13 @@ totals for the run manifest. Wall span is first start to last end, so throughput
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Callable, Iterator
+
+log = logging.getLogger(__name__)
 
 
 class StageStats:
@@ -76,3 +80,31 @@ class StageReporter:
         yield extra
         if self.actor is not None:
             self.actor.record.remote(stage, rows, time.perf_counter() - t0, start, time.time(), node_id(), extra)
+
+
+@contextmanager
+def polling(actor, callback: Callable[[dict[str, dict[str, Any]]], None] | None,
+            interval: float = 1.0) -> Iterator[None]:
+    """Meanwhile, call ``callback`` with the stats actor's snapshot every ``interval`` seconds
+    (from a driver thread; a snapshot that fails is skipped). ``callback`` None: nothing."""
+    if callback is None or actor is None:
+        yield
+        return
+    import ray
+
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                callback(ray.get(actor.snapshot.remote(), timeout=max(5.0, 5 * interval)))
+            except Exception as e:  # noqa: BLE001 - progress must never fail the run
+                log.debug("progress snapshot skipped: %s", e)
+
+    t = threading.Thread(target=loop, name="stage-progress", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join(timeout=10 * interval)
