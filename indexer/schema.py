@@ -30,7 +30,7 @@ DENSE = "_dense"  # (N, D) float32 / uint8 codes / packed bits
 DENSE_RESCORE = "_dense_rescore"  # (N, D) uint8 int8-codes kept for rescoring (binary mode)
 SPARSE_INDICES = "_sparse_indices"  # list<int32> per row
 SPARSE_VALUES = "_sparse_values"  # list<float32> per row
-DUPLICATE = "_duplicate"  # bool: an earlier row of the run has the same id
+DUPLICATE = "_duplicate"  # "file row N" of the copy kept when an earlier row has the same id, else ""
 REJECT_REASON = "_reject_reason"  # set by validation; rows with a reason go to rejects
 
 REJECTS_SCHEMA = pa.schema(

@@ -16,6 +16,8 @@ def test_row_reason_rules():
     assert row_reason("a", None, False) == "text is null"
     assert row_reason("a", " \n\t", False) == "text is empty or whitespace-only"
     assert row_reason("a", "ok", True).startswith("duplicate id")
+    assert row_reason("a", "ok", "f.parquet row 3") == "duplicate id (the copy kept is f.parquet row 3)"
+    assert row_reason("a", "ok", "") == ""
     assert row_reason("a", "ok", False) == ""
 
 
@@ -63,11 +65,81 @@ def test_read_fragment_types_metadata_and_utf8(tmp_path):
     assert list(b[schema.ROW]) == [0, 1, 2, 3]
 
 
-def test_non_string_ids_are_rejected(tmp_path):
-    path = write_parquet(tmp_path / "i.parquet", [{"id": 1, "text": "x"}])
+def test_non_string_non_integer_ids_are_rejected(tmp_path):
+    path = write_parquet(tmp_path / "i.parquet", [{"id": 1.5, "text": "x"}])
     cfg = CorpusConfig(path=str(path))
     b = read_fragment(plan_corpus(cfg).fragments[0], cfg)
-    assert b[schema.REJECT_REASON][0] == "id is not a string (int64)"
+    assert b[schema.REJECT_REASON][0] == "id is not a string (double)"
+
+
+@pytest.mark.parametrize("int_type", [pa.int64(), pa.int32(), pa.uint8(), pa.uint64()])
+def test_integer_ids_are_their_decimal_strings(tmp_path, int_type):
+    big = 2 ** 64 - 1 if int_type == pa.uint64() else 200
+    path = write_parquet(tmp_path / "i.parquet", pa.table({"id": pa.array([7, None, big], int_type),
+                                                           "text": ["x", "y", "z"]}))
+    cfg = CorpusConfig(path=str(path))
+    b = read_fragment(plan_corpus(cfg).fragments[0], cfg)
+    assert list(b[schema.ID]) == ["7", None, str(big)]
+    assert list(b[schema.REJECT_REASON]) == ["", "", ""]
+    assert row_reason(b[schema.ID][1], "y", "") == "id is null"
+
+
+def test_integer_and_string_ids_collide_across_files(tmp_path):
+    write_parquet(tmp_path / "a.parquet", pa.table({"id": pa.array([5, 7], pa.int64()), "text": ["five", "seven"]}))
+    write_parquet(tmp_path / "b.parquet", [{"id": "7", "text": "seven again"}, {"id": "8", "text": "eight"}])
+    cfg = CorpusConfig(path=str(tmp_path))
+    p = plan_corpus(cfg)
+    b = read_fragment(p.fragments[1], cfg)
+    assert list(b[schema.DUPLICATE]) == [f"{tmp_path / 'a.parquet'} row 1", ""]
+    out = Validate(str(tmp_path / "rej"), Storage())(b)
+    assert list(out[schema.ID]) == ["8"]
+    rej = pq.read_table(next((tmp_path / "rej").glob("*.parquet"))).to_pylist()
+    assert rej == [{"id": "7", "file": str(tmp_path / "b.parquet"), "row": 0,
+                    "reason": f"duplicate id (the copy kept is {tmp_path / 'a.parquet'} row 1)"}]
+
+
+def _invalid_utf8(values: list[bytes], large: bool = False) -> pa.Array:
+    """A string-typed array holding bytes that are not UTF-8 (what a writer that skips validation leaves)."""
+    return pa.array(values, pa.large_binary() if large else pa.binary()).view(
+        pa.large_string() if large else pa.string())
+
+
+@pytest.mark.parametrize("large", [False, True])
+def test_invalid_utf8_in_string_columns_is_a_row_reject(tmp_path, large):
+    table = pa.table({
+        "id": _invalid_utf8([b"a", b"b", b"c\xff", b"d"], large),
+        "text": _invalid_utf8([b"fine", b"lone surrogate \xed\xa0\x80 here", b"ok", b"ok"], large),
+        "lang": _invalid_utf8([b"en", b"en", b"en", b"\xc3("], large),
+        "tags": pa.array([["x"], ["y"], ["z"], ["w"]]),
+    })
+    path = write_parquet(tmp_path / "u.parquet", table)
+    cfg = CorpusConfig(path=str(path))
+    p = plan_corpus(cfg)  # reads the id column for duplicates: must not fail either
+    b = read_fragment(p.fragments[0], cfg)
+    assert list(b[schema.ID]) == ["a", "b", None, "d"]
+    assert list(b[schema.REJECT_REASON]) == ["", "text is not valid UTF-8 (byte 15)", "id is not valid UTF-8 (byte 1)",
+                                             "column 'lang' is not valid UTF-8 (byte 0)"]
+    assert b[schema.TEXT][0] == "fine" and b[schema.METADATA][0] == '{"lang": "en", "tags": ["x"]}'
+    out = Validate(None, Storage())(b)
+    assert list(out[schema.ID]) == ["a"]
+
+
+def test_invalid_utf8_nested_in_a_metadata_column(tmp_path):
+    inner = _invalid_utf8([b"ok", b"\xff"])
+    tags = pa.ListArray.from_arrays(pa.array([0, 1, 2], pa.int32()), inner)
+    path = write_parquet(tmp_path / "n.parquet", pa.table({"id": ["a", "b"], "text": ["x", "y"], "tags": tags}))
+    cfg = CorpusConfig(path=str(path))
+    b = read_fragment(plan_corpus(cfg).fragments[0], cfg)
+    assert list(b[schema.REJECT_REASON]) == ["", "column 'tags' is not valid UTF-8 (byte 0)"]
+
+
+def test_dictionary_encoded_string_ids(tmp_path):
+    ids = pa.array(["a", "b", "a"]).dictionary_encode()
+    path = write_parquet(tmp_path / "d.parquet", pa.table({"id": ids, "text": ["x", "y", "z"]}))
+    cfg = CorpusConfig(path=str(path))
+    p = plan_corpus(cfg)
+    b = read_fragment(p.fragments[0], cfg)
+    assert list(b[schema.ID]) == ["a", "b", "a"] and b[schema.DUPLICATE][2] == f"{path} row 0"
 
 
 def test_validate_splits_and_writes_rejects(tmp_path):

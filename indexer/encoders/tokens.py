@@ -38,6 +38,8 @@ def _fast_backend(model_ref: str):
 
 def content_ids(texts: list[str], model_ref: str) -> list[list[int]]:
     """Token ids of each text without special tokens and without truncation."""
+    if not texts:
+        return []  # the tokenizers fail on an empty batch
     backend = _fast_backend(model_ref)
     if backend is not None:
         return [e.ids for e in backend.encode_batch_fast(texts, add_special_tokens=False)]

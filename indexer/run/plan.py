@@ -122,6 +122,7 @@ def bm25_params(cfg: JobConfig, sample: dict[str, np.ndarray]) -> dict[str, Any]
     info = tokenizer_info(cfg.dense.model, cfg.dense.max_seq_length)
     avg = cfg.sparse.avg_len
     if avg is None:
+        # A corpus without one valid row (every row rejected) has no lengths to average.
         texts = document_texts(sample, cfg.dense.document_prefix) if sample and len(sample[schema.ID]) else [""]
         tok = load_tokenizer(cfg.dense.model)
         avg = max(1.0, average_length(tok(texts, add_special_tokens=False)["input_ids"]))

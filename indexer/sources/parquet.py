@@ -98,6 +98,7 @@ class Fragment:
     row_offset: int  # row number of the group's first row within the file
     num_rows: int
     duplicate_rows: list[int] = field(default_factory=list)  # rows (file-relative) whose id was seen earlier
+    duplicate_of: list[tuple[str, int]] = field(default_factory=list)  # (file, row) of the copy kept, per duplicate row
 
     @property
     def key(self) -> str:
@@ -161,33 +162,30 @@ def plan_corpus(cfg: CorpusConfig, check_duplicates: bool = True) -> CorpusPlan:
         if missing:
             ids: list[str | None] = []
             if cfg.id_column in names:
-                ids = [x if isinstance(x, str) else None for x in pf.read(columns=[cfg.id_column]).column(0).to_pylist()]
+                ids = id_strings(pf.read(columns=[cfg.id_column]).column(0))
             bad.append(BadFile(f, f"missing column(s) {missing} (file has: {names})", n, ids))
             total += n
             continue
         total += n
-        dup_rows: dict[int, list[int]] = {}
+        dup_rows: dict[int, tuple[str, int]] = {}  # row -> (file, row) of the copy kept
         if check_duplicates:
             try:
                 col = pf.read(columns=[cfg.id_column]).column(0)
             except Exception as e:  # noqa: BLE001
                 bad.append(BadFile(f, f"unreadable id column: {type(e).__name__}: {e}", n, unreadable=True))
                 continue
-            offset = 0
-            for chunk in col.chunks:
-                for i, v in enumerate(chunk.to_pylist()):
-                    if isinstance(v, str) and v.strip():
-                        if v in seen:
-                            dup_rows.setdefault(offset + i, []).append(1)
-                        else:
-                            seen[v] = (f, offset + i)
-                offset += len(chunk)
+            for i, v in enumerate(id_strings(col)):
+                if v is not None:
+                    if v in seen:
+                        dup_rows[i] = seen[v]
+                    else:
+                        seen[v] = (f, i)
         offset = 0
         rows_sorted = sorted(dup_rows)
         for rg in range(pf.metadata.num_row_groups):
             rg_n = pf.metadata.row_group(rg).num_rows
             dups = [r for r in rows_sorted if offset <= r < offset + rg_n]
-            fragments.append(Fragment(f, rg, offset, rg_n, dups))
+            fragments.append(Fragment(f, rg, offset, rg_n, dups, [dup_rows[r] for r in dups]))
             offset += rg_n
     plan = CorpusPlan(fragments=fragments, bad_files=bad, total_rows=total, files=files, ids=set(seen),
                       columns=columns)
@@ -220,28 +218,89 @@ def _json_default(v: Any) -> Any:
     return str(v)
 
 
-def _strings(col: pa.ChunkedArray, what: str) -> tuple[list[str | None], list[str]]:
-    """Column -> python strings plus a reason per row ('' when fine)."""
+_BINARY_OF = {pa.string(): pa.binary(), pa.large_string(): pa.large_binary(), pa.string_view(): pa.binary_view()}
+
+
+def _is_text_type(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_binary_type(t: pa.DataType) -> bool:
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t)
+
+
+def _decode_utf8(values: list[bytes | None], what: str) -> tuple[list[str | None], list[str]]:
+    """Bytes -> strings; a value that is not valid UTF-8 becomes None with a reason naming its byte offset."""
+    out: list[str | None] = []
+    reasons = [""] * len(values)
+    for i, v in enumerate(values):
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            out.append(v.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            out.append(None)
+            reasons[i] = f"{what} is not valid UTF-8 (byte {e.start})"
+    return out, reasons
+
+
+def _text_values(col: pa.ChunkedArray, what: str) -> tuple[list[str | None], list[str]]:
+    """A string-typed column as python strings. Parquet readers do not check that string columns hold
+    UTF-8, so a file can carry bytes that fail to decode: those rows get a reason instead of failing the read."""
+    try:
+        col.validate(full=True)
+        return col.to_pylist(), [""] * len(col)
+    except pa.ArrowInvalid:
+        raw = pa.chunked_array([c.view(_BINARY_OF[c.type]) for c in col.chunks], _BINARY_OF[col.type])
+        return _decode_utf8(raw.to_pylist(), what)
+
+
+def _strings(col: pa.ChunkedArray, what: str, integers: bool = False) -> tuple[list[str | None], list[str]]:
+    """Column -> python strings plus a reason per row ('' when fine). ``integers``: an integer column
+    (any width, signed or not) gives its decimal strings (how ids written by Spark or pandas read)."""
     t = col.type
+    if pa.types.is_dictionary(t):
+        col = pa.chunked_array([c.dictionary_decode() for c in col.chunks], t.value_type)
+        t = col.type
+    if _is_text_type(t):
+        return _text_values(col, what)
+    if _is_binary_type(t):
+        return _decode_utf8(col.to_pylist(), what)
+    if integers and pa.types.is_integer(t):
+        return col.cast(pa.string()).to_pylist(), [""] * len(col)
     vals = col.to_pylist()
-    reasons = [""] * len(vals)
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        out = vals
-    elif pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
-        out = []
-        for i, v in enumerate(vals):
-            if v is None:
-                out.append(None)
-                continue
+    return [None] * len(vals), [f"{what} is null" if v is None else f"{what} is not a string ({t})" for v in vals]
+
+
+def id_strings(col: pa.ChunkedArray) -> list[str | None]:
+    """The ids of an id column as strings (None where a value is null or can't be an id): strings as
+    they are, integers as decimal strings, so integer 7 in one file and string "7" in another are one id."""
+    return _strings(col, "id", integers=True)[0]
+
+
+def _meta_values(col: pa.ChunkedArray, name: str) -> tuple[list[Any], list[str]]:
+    """A metadata column as python values; a value holding a string that is not valid UTF-8 (at any
+    nesting depth) becomes None with a reason."""
+    what = f"column {name!r}"
+    t = col.type.value_type if pa.types.is_dictionary(col.type) else col.type
+    if _is_text_type(t):
+        return _strings(col, what)
+    try:
+        col.validate(full=True)
+        return col.to_pylist(), [""] * len(col)
+    except pa.ArrowInvalid:
+        pass
+    out: list[Any] = []
+    reasons: list[str] = []
+    for chunk in col.chunks:
+        for i in range(len(chunk)):
             try:
-                out.append(v.decode("utf-8"))
+                out.append(chunk[i].as_py())
+                reasons.append("")
             except UnicodeDecodeError as e:
                 out.append(None)
-                reasons[i] = f"{what} is not valid UTF-8 (byte {e.start})"
-    else:
-        out = [None] * len(vals)
-        for i, v in enumerate(vals):
-            reasons[i] = f"{what} is null" if v is None else f"{what} is not a string ({t})"
+                reasons.append(f"{what} is not valid UTF-8 (byte {e.start})")
     return out, reasons
 
 
@@ -251,7 +310,7 @@ def read_fragment(frag: Fragment, cfg: CorpusConfig) -> dict[str, np.ndarray]:
     pf = _open(frag.file, cfg.s3)
     table = pf.read_row_group(frag.row_group)
     n = table.num_rows
-    ids, id_reasons = _strings(table.column(cfg.id_column), "id")
+    ids, id_reasons = _strings(table.column(cfg.id_column), "id", integers=True)
     texts, text_reasons = _strings(table.column(cfg.text_column), "text")
     if cfg.title_column and cfg.title_column in table.column_names:
         titles, title_reasons = _strings(table.column(cfg.title_column), "title")
@@ -263,15 +322,18 @@ def read_fragment(frag: Fragment, cfg: CorpusConfig) -> dict[str, np.ndarray]:
         c for c in table.column_names if c not in used
     ]
     meta_cols = [c for c in meta_cols if c in table.column_names]
-    meta_values = {c: table.column(c).to_pylist() for c in meta_cols}
-    dups = set(frag.duplicate_rows)
-
-    out_meta, reasons = [], []
-    for i in range(n):
-        meta = {c: meta_values[c][i] for c in meta_cols}
-        out_meta.append(json.dumps(meta, ensure_ascii=False, default=_json_default, sort_keys=True))
-        reasons.append(id_reasons[i] or text_reasons[i] or title_reasons[i])
+    meta = {c: _meta_values(table.column(c), c) for c in meta_cols}
     rows = np.arange(frag.row_offset, frag.row_offset + n, dtype=np.int64)
+    kept = dict(zip(frag.duplicate_rows, frag.duplicate_of))
+
+    out_meta, reasons, duplicate_of = [], [], []
+    for i in range(n):
+        out_meta.append(json.dumps({c: meta[c][0][i] for c in meta_cols}, ensure_ascii=False,
+                                   default=_json_default, sort_keys=True))
+        meta_reason = next((meta[c][1][i] for c in meta_cols if meta[c][1][i]), "")
+        reasons.append(id_reasons[i] or text_reasons[i] or title_reasons[i] or meta_reason)
+        k = kept.get(int(rows[i]))
+        duplicate_of.append(f"{k[0]} row {k[1]}" if k else "")
     return {
         schema.ID: np.array(ids, dtype=object),
         schema.TEXT: np.array(texts, dtype=object),
@@ -279,18 +341,19 @@ def read_fragment(frag: Fragment, cfg: CorpusConfig) -> dict[str, np.ndarray]:
         schema.METADATA: np.array(out_meta, dtype=object),
         schema.FILE: np.array([frag.file] * n, dtype=object),
         schema.ROW: rows,
-        schema.DUPLICATE: np.isin(rows, np.asarray(frag.duplicate_rows, dtype=np.int64)),
+        schema.DUPLICATE: np.array(duplicate_of, dtype=object),
         schema.REJECT_REASON: np.array(reasons, dtype=object),
     }
 
 
-def row_reason(id_value: str | None, text: str | None, duplicate: bool) -> str:
+def row_reason(id_value: str | None, text: str | None, duplicate: bool | str) -> str:
     """The reject reason for one row, or '' when the row is valid.
 
     Rules (first match wins): null id, empty id, null text, empty or whitespace-only text,
-    duplicate id (a row earlier in file order has the same id). Undecodable or non-string values
-    get their reason while reading (:func:`read_fragment`). Too-long text is *not* a reject: it
-    is encoded truncated and counted as ``truncated``.
+    duplicate id (a row earlier in file order has the same id; ``duplicate`` may name where the
+    copy kept is, as :func:`read_fragment` does). Undecodable or non-string values get their reason
+    while reading (:func:`read_fragment`). Too-long text is *not* a reject: it is encoded truncated
+    and counted as ``truncated``.
     """
     if id_value is None:
         return "id is null"
@@ -300,6 +363,8 @@ def row_reason(id_value: str | None, text: str | None, duplicate: bool) -> str:
         return "text is null"
     if not text.strip():
         return "text is empty or whitespace-only"
+    if isinstance(duplicate, str) and duplicate:
+        return f"duplicate id (the copy kept is {duplicate})"
     if duplicate:
         return "duplicate id (an earlier row has the same id)"
     return ""
@@ -307,7 +372,7 @@ def row_reason(id_value: str | None, text: str | None, duplicate: bool) -> str:
 
 def _valid_mask(rows: dict[str, np.ndarray]) -> np.ndarray:
     """True for the rows of a read fragment that pass :func:`row_reason` (and were decodable)."""
-    return np.array([not (r or row_reason(i, t, bool(d))) for r, i, t, d in
+    return np.array([not (r or row_reason(i, t, d)) for r, i, t, d in
                      zip(rows[schema.REJECT_REASON], rows[schema.ID], rows[schema.TEXT], rows[schema.DUPLICATE])],
                     dtype=bool)
 

@@ -43,7 +43,7 @@ class Validate(Stage):
         n = len(batch[schema.ID])
         with self.reporter.measure(self.name, n) as extra:
             reasons = [
-                pre or row_reason(i, t, bool(d))
+                pre or row_reason(i, t, d)
                 for pre, i, t, d in zip(batch[schema.REJECT_REASON], batch[schema.ID], batch[schema.TEXT],
                                         batch[schema.DUPLICATE])
             ]
