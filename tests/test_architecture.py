@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "indexer"
 
 LAYERS: list[tuple[str, list[str]]] = [
-    ("core", ["indexer.config", "indexer.schema", "indexer.ids", "indexer.storage", "indexer.quantize",
+    ("core", ["indexer.prices", "indexer.config", "indexer.schema", "indexer.ids", "indexer.storage", "indexer.quantize",
               "indexer.fusion", "indexer.analysis", "indexer.layout"]),
     ("sources", ["indexer.sources"]),
     ("encoders", ["indexer.encoders"]),

@@ -59,6 +59,24 @@ def test_gpu_defaults_are_datasheet_peak_times_stated_mfu(tmp_path):
         throughput(cfg_for(tmp_path, "cost.gpu_type=TPUv9"), 256.0)
 
 
+def test_list_prices_fill_in_when_no_price_is_configured(tmp_path):
+    from indexer.config import ConfigError
+    from indexer.estimate.cost import gpu_hour_price
+    from indexer.prices import CPU_VCPU_HOUR, GPU_HOUR_LIST_PRICES
+
+    assert set(PEAK_TFLOPS) <= set(GPU_HOUR_LIST_PRICES)  # every GPU the estimate knows has a price
+    for gpu, p in GPU_HOUR_LIST_PRICES.items():
+        usd, src = gpu_hour_price(cfg_for(tmp_path, f"cost.gpu_type={gpu}"))
+        assert usd == p.usd_per_hour > 0 and p.source in src and "20" in p.source  # dated
+    usd, src = gpu_hour_price(cfg_for(tmp_path))
+    assert usd == pytest.approx(CPU_VCPU_HOUR.usd_per_hour * (os.cpu_count() or 1)) and "vCPU" in src
+    usd, src = gpu_hour_price(cfg_for(tmp_path, "cost.gpu_type=H100", "cost.gpu_hour_usd=1.5",
+                                      "cost.gpu_hour_source=our contract, 2026"))
+    assert (usd, src) == (1.5, "configured (cost.gpu_hour_usd): our contract, 2026")
+    with pytest.raises(ConfigError, match="cost.gpu_hour_usd"):
+        gpu_hour_price(cfg_for(tmp_path, "cost.gpu_type=RTX-9090"))
+
+
 # ------------------------------------------------------------------------------------------
 # Dry run
 # ------------------------------------------------------------------------------------------
@@ -88,7 +106,11 @@ def test_estimate_writes_nothing_and_prints_a_table(tmp_path):
     assert res.exit_code == 0, res.output
     assert "tokens" in res.output and "GPU-hours" in res.output and "hosted API" in res.output
     res = CliRunner().invoke(app, [*args, "--json"])
-    assert json.loads(res.stdout)["chunks"] == 300
+    out = json.loads(res.stdout)
+    assert out["chunks"] == 300
+    # configs/local.yaml sets no price: the CPU node's dated list price, never $0
+    assert out["cost_usd"] > 0 and out["gpu_hour_usd"] > 0
+    assert out["gpu_hour_source"].startswith("list price:") and "c7i" in out["gpu_hour_source"]
     assert not (tmp_path / "index").exists()
 
 

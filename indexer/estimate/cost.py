@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from ..config import JobConfig
+from ..config import ConfigError, JobConfig
 from ..encoders.models import resolve_model
+from ..prices import NoListPrice, hour_price
 from .profiles import load_profile
 
 log = logging.getLogger(__name__)
@@ -136,3 +137,14 @@ def throughput(cfg: JobConfig, seq_eff: float, shape: ModelShape | None = None) 
         "flops_per_token": fpt,
         "seq_eff": round(seq_eff, 1),
     }
+
+
+def gpu_hour_price(cfg: JobConfig) -> tuple[float, str]:
+    """(USD per GPU-hour, or per CPU node-hour on ``cpu``; where the price comes from): the configured
+    ``cost.gpu_hour_usd``, else the dated list price of ``cost.gpu_type`` (:mod:`indexer.prices`; a CPU
+    node has the vCPUs the CPU throughput assumes)."""
+    c = cfg.cost
+    try:
+        return hour_price(c.gpu_type, c.gpu_hour_usd, c.gpu_hour_source, os.cpu_count() or 1)
+    except NoListPrice as e:
+        raise ConfigError(str(e.args[0])) from None

@@ -21,7 +21,7 @@ from ..config import JobConfig, SparseKind, VectorStoreKind
 from ..encoders.models import embedding_dim, tokenizer_info
 from ..quantize import bytes_per_vector
 from ..sources.parquet import CorpusPlan, plan_corpus, read_fragment, read_valid_rows
-from .cost import effective_seq, throughput
+from .cost import effective_seq, gpu_hour_price, throughput
 from .sample import Reservoir, token_lengths
 
 log = logging.getLogger(__name__)
@@ -340,6 +340,7 @@ def estimate(cfg: JobConfig, exact: bool = False, workers: int | None = None, fu
         truncated_share = float((lens > info.max_seq_length).mean()) if len(lens) else 0.0
     encode_seconds = tokens_encoded / tps if tps else math.inf
     gpu_hours = encode_seconds / 3600
+    hour_usd, hour_source = gpu_hour_price(cfg)
     n_workers = workers or cfg.encode.workers or 1
     index_chunks = to_encode + (scan.unchanged if scan is not None else 0)
     storage = storage_estimate(cfg, index_chunks, sample_all, nnz, dim) if len(sample_all.get(schema.ID, [])) else {}
@@ -376,9 +377,9 @@ def estimate(cfg: JobConfig, exact: bool = False, workers: int | None = None, fu
         "gpu_hours": round(gpu_hours, 6),
         "workers": n_workers,
         "wall_hours": round(gpu_hours / n_workers + STARTUP_SECONDS / 3600, 6),
-        "cost_usd": round(gpu_hours * cfg.cost.gpu_hour_usd, 4),
-        "gpu_hour_usd": cfg.cost.gpu_hour_usd,
-        "gpu_hour_source": cfg.cost.gpu_hour_source,
+        "cost_usd": float(f"{gpu_hours * hour_usd:.4g}"),  # significant digits: a small run is never $0
+        "gpu_hour_usd": hour_usd,
+        "gpu_hour_source": hour_source,
         "storage": storage,
         "storage_usd_per_month": round(stored_gb * cfg.cost.storage_gb_month_usd, 4),
         "api_comparison_usd": api,
