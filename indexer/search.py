@@ -5,6 +5,8 @@ manifest of the collection the alias points to, so search always matches the ind
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import time
 from dataclasses import dataclass, field
@@ -80,8 +82,7 @@ def fuse(per_mode: dict[str, list[Hit]], k: int, settings: Settings, coverage: f
     query's vocabulary coverage (:meth:`Settings.fused_modes`).
     """
     s = settings
-    pool = max(s.candidates, k)  # a k above the configured pool raises it: k hits, never fewer
-    lists = {m: per_mode[m][:pool] for m in s.fused_modes(coverage) if m in per_mode}
+    lists = {m: per_mode[m][:s.candidates] for m in s.fused_modes(coverage) if m in per_mode}
     if s.fusion in (FusionKind.dbsf, FusionKind.minmax):
         fn = dbsf if s.fusion == FusionKind.dbsf else minmax
         fused = fn({m: [(h.id, h.score) for h in hs] for m, hs in lists.items()}, s.weights)
@@ -250,7 +251,9 @@ class Searcher:
         q = EncodedQuery(query) if mode == "bm25" else self.encode([query])[0]
         if mode == "hybrid":
             cand = max(k, self.settings.candidates)
-            hits = self.fuse(self.mode_hits(q, cand, self.settings.fused_modes(q.coverage)), k, coverage=q.coverage)
+            # a k above the configured pool raises it: k hits, never fewer
+            settings = dataclasses.replace(self.settings, candidates=cand)
+            hits = self.fuse(self.mode_hits(q, cand, settings.fused_modes(q.coverage)), k, settings, coverage=q.coverage)
         else:
             hits = self.mode_hits(q, k, [mode]).get(mode, [])[:k]
         if with_text:
