@@ -344,8 +344,7 @@ def estimate(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = 
         try:
             est = run_estimate(cfg, exact=exact, workers=workers, full=full)
         except (ConfigError, SourceError) as e:
-            err.print(str(e), style="red", markup=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            _fail(str(e))
     if json_out:
         _emit_json(est)
         return

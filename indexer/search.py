@@ -5,11 +5,9 @@ manifest of the collection the alias points to, so search always matches the ind
 
 from __future__ import annotations
 
-import dataclasses
-
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -252,7 +250,7 @@ class Searcher:
         if mode == "hybrid":
             cand = max(k, self.settings.candidates)
             # a k above the configured pool raises it: k hits, never fewer
-            settings = dataclasses.replace(self.settings, candidates=cand)
+            settings = replace(self.settings, candidates=cand)
             hits = self.fuse(self.mode_hits(q, cand, settings.fused_modes(q.coverage)), k, settings, coverage=q.coverage)
         else:
             hits = self.mode_hits(q, k, [mode]).get(mode, [])[:k]

@@ -8,11 +8,8 @@ same numbers with the same functions.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping
-
-REFUSED_EXIT_CODE = 3
-"""Exit code of a run refused by a guard (nothing was written)."""
 
 HOW_TO_PROCEED = ("if that is intended, rerun with --allow-deletes (indexer run, jobs/index.py) "
                   "or raise index.max_delete_fraction")
@@ -34,6 +31,7 @@ class DeletePlan:
     live: int  # chunks of the live version (0: no live version)
     delete: frozenset[str]  # live ids gone from the corpus (from readable files)
     kept_unreadable: frozenset[str]  # live ids whose file could not be read: left as they are
+    kept_files: Mapping[str, str] = field(default_factory=dict)  # kept id -> its file (empty: not recorded)
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,7 @@ def plan_deletes(live_ids: Iterable[str], live_files: Mapping[str, str] | None, 
     if live_files is None:
         return DeletePlan(len(live), frozenset(), frozenset(missing))
     kept = frozenset(i for i in missing if live_files.get(i) in unreadable_files)
-    return DeletePlan(len(live), frozenset(missing) - kept, kept)
+    return DeletePlan(len(live), frozenset(missing) - kept, kept, {i: live_files[i] for i in kept})
 
 
 def guard_counts(mode: str, deletes: DeletePlan, valid_rows: int) -> GuardCounts:

@@ -115,7 +115,7 @@ def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
     version = version_manifest(ctx, counts)
     ctx.storage.write_json(ctx.layout.version_manifest(ctx.plan.collection), version)
 
-    alias_moved = result.passed and ctx.plan.mode == "full" and counts["indexed"] > 0
+    alias_moved = result.passed and ctx.plan.mode == "full"  # the gate fails an empty new version
     dropped = publish(cfg, ctx.vector_store, ctx.text_store, ctx.storage, ctx.layout, ctx.plan.collection,
                       ctx.existing) if alias_moved else []
     manifest = run_manifest(ctx, counts, result, version, skipped=skipped, alias_moved=alias_moved,
@@ -227,10 +227,10 @@ def unreadable_report(ctx: RunContext, deletes: DeletePlan) -> list[dict[str, An
     """The files that could not be read, why, and how many of their live chunks were kept."""
     if not ctx.corpus.unreadable_files:
         return []
-    files = records.read_hash_files(ctx.storage, ctx.layout, ctx.plan.collection) or {}
-    per_file: dict[str, int] = {}
+    per_file: dict[str | None, int] = {}
     for i in deletes.kept_unreadable:
-        per_file[files.get(i)] = per_file.get(files.get(i), 0) + 1
+        f = deletes.kept_files.get(i)
+        per_file[f] = per_file.get(f, 0) + 1
     return [{"file": b.file, "reason": b.reason, "kept_rows": per_file.get(b.file, 0)}
             for b in ctx.corpus.unreadable_files]
 
@@ -328,9 +328,7 @@ def finish_version(ctx: RunContext, run_records: RunRecords, reconciled: Reconci
     try:
         deleted = delete_stale(vectors, text, collection, reconciled, live_hashes, deletes.kept_unreadable)
         ctx.stages["delete"] = {"rows": deleted, "seconds": _since(t0)}
-        kept = kept_rows(live_hashes, reconciled.rows, deletes.kept_unreadable,
-                         records.read_hash_files(ctx.storage, ctx.layout, ctx.plan.live_before)
-                         if deletes.kept_unreadable else None)
+        kept = kept_rows(live_hashes, reconciled.rows, deletes.kept_unreadable, deletes.kept_files)
         version_rows = pa.concat_tables([reconciled.rows.select(["id", "hash", "file"]).cast(kept.schema), kept])
         records.write_hashes(ctx.storage, ctx.layout, collection, version_rows)
         hashes = records.hashes_as_dict(version_rows)

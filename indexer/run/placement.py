@@ -21,9 +21,8 @@ JOB_CONFIG_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 
 def driver_runtime_env(environ: Mapping[str, str]) -> dict[str, Any] | None:
     """The runtime env ``ray.init`` gets: inside a submitted job none at all, so the job's own
-    (its uploaded working dir, its env vars) applies unchanged; giving one there makes Ray build a
-    second env for the job's workers and release the first, working dir included, under the
-    driver. Outside a job: the hub and tokenizer settings every worker needs."""
+    (its uploaded working dir, its env vars) applies unchanged, whether or not the job was
+    submitted with ``--runtime-env``. Outside a job: the hub and tokenizer settings every worker needs."""
     if environ.get(JOB_CONFIG_VAR):
         return None
     return {"env_vars": {"HF_HUB_OFFLINE": environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}}

@@ -8,7 +8,7 @@ file and row, so retried tasks never count twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -106,7 +106,7 @@ def gone_ids(live_hashes: pa.Table, rows: pa.Table, refused: set[str], keep: fro
 
 
 def kept_rows(live_hashes: pa.Table | None, rows: pa.Table, keep: frozenset[str],
-              live_files: dict[str, str] | None) -> pa.Table:
+              live_files: Mapping[str, str] | None) -> pa.Table:
     """The live (id, hash, file) records of the chunks kept because their file could not be read (and
     that no readable file holds now): they stay in the new hash manifest."""
     if live_hashes is None or not keep:
