@@ -280,6 +280,11 @@ def storage_estimate(cfg: JobConfig, chunks: int, sample: dict[str, np.ndarray],
 # The estimate
 # ------------------------------------------------------------------------------------------
 
+def _significant(x: float, digits: int = 4) -> float:
+    """``x`` to ``digits`` significant digits: a small run's hours and dollars are never rounded to 0."""
+    return float(f"{x:.{digits}g}")
+
+
 def estimate(cfg: JobConfig, exact: bool = False, workers: int | None = None, full: bool = False) -> dict[str, Any]:
     """The estimate as one JSON-able dict (see the module docstring). ``full`` estimates a rebuild."""
     from ..encoders.sparse import bm25_weights
@@ -374,10 +379,10 @@ def estimate(cfg: JobConfig, exact: bool = False, workers: int | None = None, fu
         "throughput_basis": tp["basis"],
         "throughput_source": tp["source"],
         "encode_seconds": round(encode_seconds, 3),
-        "gpu_hours": round(gpu_hours, 6),
+        "gpu_hours": _significant(gpu_hours),
         "workers": n_workers,
         "wall_hours": round(gpu_hours / n_workers + STARTUP_SECONDS / 3600, 6),
-        "cost_usd": float(f"{gpu_hours * hour_usd:.4g}"),  # significant digits: a small run is never $0
+        "cost_usd": _significant(gpu_hours * hour_usd),
         "gpu_hour_usd": hour_usd,
         "gpu_hour_source": hour_source,
         "storage": storage,
