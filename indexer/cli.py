@@ -88,7 +88,7 @@ def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonO
         progress_every: float = typer.Option(10.0, "--progress-every", help="Seconds between progress lines "
                                              "when stderr is not a terminal (job logs).")) -> None:
     """Index the corpus named in CONFIG. Exit codes: 0 ok, 1 gate failed, 2 config or corpus mistake,
-    3 refused by a guard, 4 succeeded but some files were unreadable."""
+    3 refused by a guard, 4 succeeded but some files were unreadable, 5 a store stayed unavailable."""
     _setup_logging(verbose)
     cfg = _load(config, set_)
     from .cli_progress import RunProgress, quiet_libraries
@@ -96,6 +96,7 @@ def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonO
     from .run.guard import RunRefused
     from .run.pipeline import RunFailed, run as run_job
     from .sources.parquet import SourceError
+    from .stores.base import TransientStoreError
 
     quiet_libraries(verbose)
     refused: Optional[RunRefused] = None
@@ -112,6 +113,8 @@ def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonO
             refused = e
         except (ConfigError, SourceError) as e:
             _fail(str(e), exit_codes.USER_ERROR)
+        except TransientStoreError as e:  # the store's own retries are spent: the message says what to do
+            _fail(str(e), exit_codes.STORE_UNAVAILABLE)
         except KeyboardInterrupt:
             err.print("interrupted: run the same command again to resume where this run stopped", soft_wrap=True)
             raise typer.Exit(130) from None

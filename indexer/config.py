@@ -244,7 +244,11 @@ class QdrantServerConfig(_Section):
     batch_rows: int = Field(256, ge=1)
     batch_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     parallel: int = Field(4, ge=1, description="Uploads in flight per write task.")
-    max_retries: int = Field(5, ge=0)
+    max_retries: int = Field(5, ge=0, description="Retries of a transient failure (timeout, 408, 429, 5xx, unreachable) "
+                             "per request; the store client is the only layer that retries.")
+    initial_backoff: float = Field(0.5, gt=0, description="Seconds before the first retry; doubles per retry.")
+    max_backoff: float = Field(30.0, gt=0, description="Longest wait between two retries (a server's Retry-After "
+                               "is honoured up to this).")
     hnsw_m: int = Field(16, ge=4, description="HNSW degree set by finalize (the load runs with m=0: no graph).")
     hnsw_ef_construct: int = Field(100, ge=8)
     hnsw_ef: int = Field(128, ge=8, description="Search-time ef.")
@@ -275,9 +279,11 @@ class ElasticsearchConfig(_Section):
     refresh_interval: str = Field("1s", description="Restored by finalize; the bulk load runs with -1 (off).")
     chunk_docs: int = Field(500, ge=1)
     chunk_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    max_retries: int = Field(5, ge=0)
-    initial_backoff: float = Field(1.0, gt=0)
-    max_backoff: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, description="Retries of a transient failure (timeout, 429, 5xx, unreachable) "
+                             "per request; only the documents still pending are resent. The store client is the "
+                             "only layer that retries.")
+    initial_backoff: float = Field(1.0, gt=0, description="Seconds before the first retry; doubles per retry.")
+    max_backoff: float = Field(60.0, gt=0, description="Longest wait between two retries.")
 
     @field_validator("hosts")
     @classmethod

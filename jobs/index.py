@@ -2,7 +2,8 @@
 
 Same code path as ``indexer run``; used with ``ray job submit`` and KubeRay RayJobs. Prints the
 run manifest as JSON on stdout. Exit codes as ``indexer run``: 0 ok, 1 gate failed, 2 config or
-corpus mistake, 3 refused by a guard (nothing written), 4 succeeded but some files were unreadable.
+corpus mistake, 3 refused by a guard (nothing written), 4 succeeded but some files were unreadable,
+5 a store stayed unavailable past its retry budget (nothing published; rerun to resume).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from indexer.run import exit_codes  # noqa: E402
 from indexer.run.guard import RunRefused  # noqa: E402
 from indexer.run.pipeline import RunFailed, run  # noqa: E402
 from indexer.sources.parquet import SourceError  # noqa: E402
+from indexer.stores.base import TransientStoreError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SourceError) as e:  # the corpus path, dense.dim: one line, no traceback
         print(str(e), file=sys.stderr)
         return exit_codes.USER_ERROR
+    except TransientStoreError as e:  # the store's own retries are spent: the message says what to do
+        print(str(e), file=sys.stderr)
+        return exit_codes.STORE_UNAVAILABLE
     print(json.dumps(manifest, default=str))
     return code
 

@@ -420,10 +420,10 @@ def test_bulk_chunks_bounded_by_bytes(fake):
 
 
 def test_429_retried_with_backoff_then_succeeds(fake, monkeypatch):
-    import elasticsearch.helpers.actions as actions
+    import indexer.stores.elasticsearch as es_module
 
     sleeps, real_sleep = [], time.sleep
-    monkeypatch.setattr(actions.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
+    monkeypatch.setattr(es_module, "_sleep", lambda s: (sleeps.append(s), real_sleep(s)))
     store = ElasticsearchTextStore(_cfg(fake, max_retries=3, initial_backoff=0.01, max_backoff=0.015))
     store.ensure_collection("chunks_v1")
     fake.fail_next(r"/_bulk$", 429, "es_rejected_execution_exception", times=2)
@@ -471,14 +471,16 @@ def test_item_mapping_error_goes_to_rejects_and_is_not_retried(fake):
 
 
 def test_5xx_and_unreachable_cluster_are_transient(fake):
-    store = ElasticsearchTextStore(_cfg(fake))
+    store = ElasticsearchTextStore(_cfg(fake, max_retries=1, initial_backoff=0.01))
     store.ensure_collection("chunks_v1")
-    fake.fail_next(r"/_bulk$", 500, "internal_server_error")
-    with pytest.raises(TransientStoreError, match="HTTP 500"):
+    fake.fail_next(r"/_bulk$", 500, "internal_server_error", times=2)
+    with pytest.raises(TransientStoreError, match="still failing after 1 retries.*HTTP 500.*then rerun"):
         store.upsert("chunks_v1", _batch(2))
-    fake.item_errors_once["doc-000"] = (503, "unavailable_shards_exception", "primary shard is not active")
+    assert len(fake.bulk_calls()) == 2
+    fake.item_errors["doc-000"] = (503, "unavailable_shards_exception", "primary shard is not active")
     with pytest.raises(TransientStoreError, match="unavailable_shards_exception"):
         store.upsert("chunks_v1", _batch(2))
+    assert [_bulk_ids(r) for r in fake.bulk_calls()[2:]] == [["doc-000", "doc-001"], ["doc-000"]]
     store.close()
 
     fake.close()  # nothing listens there any more
@@ -486,6 +488,16 @@ def test_5xx_and_unreachable_cluster_are_transient(fake):
     with pytest.raises(TransientStoreError, match="unreachable"):
         gone.upsert("chunks_v1", _batch(2))
     gone.close()
+
+
+def test_one_5xx_is_retried_by_the_store_alone(fake):
+    """A whole bulk request failing once is sent again by the store; the client itself does not retry."""
+    store = ElasticsearchTextStore(_cfg(fake, max_retries=2, initial_backoff=0.01))
+    store.ensure_collection("chunks_v1")
+    fake.fail_next(r"/_bulk$", 503, "unavailable")
+    assert store.upsert("chunks_v1", _batch(3)).written == 3
+    assert len(fake.bulk_calls()) == 2
+    store.close()
 
 
 def test_upsert_creates_a_missing_index_with_its_mappings(fake):
@@ -565,7 +577,7 @@ def test_api_key_sent_from_env_and_never_shown(fake, monkeypatch, caplog):
     with pytest.raises(ElasticsearchStoreError) as err:
         store.upsert("chunks_v1", _batch(2))
     assert "ES_KEY_FOR_TEST" in str(err.value)  # says where the key comes from, not what it is
-    fake.fail_next(r"/_bulk$", 500, "internal_server_error")
+    fake.fail_next(r"/_bulk$", 500, "internal_server_error", times=4)  # past max_retries=3
     with pytest.raises(TransientStoreError) as transient:
         store.upsert("chunks_v1", _batch(2))
     texts = [caplog.text, repr(store), str(store), json.dumps(dump_config(config_from_dict({"text_store": cfg.model_dump(mode="json")}))),

@@ -21,7 +21,7 @@ from indexer.run.pipeline import RunFailed, run
 from indexer.run.plan import vector_spec
 from indexer.sample_corpus import stdlib_chunks
 from indexer.search import Searcher
-from indexer.stores.base import StoreTarget, TransientStoreError, WriteResult
+from indexer.stores.base import StoreTarget, WriteResult
 from indexer.stores.factory import text_store_factory, vector_store_factory
 from tests.conftest import ROOT, write_parquet
 
@@ -88,8 +88,8 @@ def test_vector_setting_change_forces_full_rebuild(tmp_path):
 
 # -- faults ---------------------------------------------------------------------------------
 
-class FlakyStore:
-    """Wraps a real store; the first attempt of every block fails with a transient error."""
+class WrappedStore:
+    """Wraps a real store; subclasses change what a write does."""
 
     single_writer = True  # wraps the embedded engines: written through one actor
 
@@ -97,20 +97,38 @@ class FlakyStore:
         self.inner = inner_factory()
         self.marker_dir = marker_dir
 
-    def upsert(self, collection, batch):
-        first = str(batch["id"][0])
-        marker = Path(self.marker_dir, first.replace("/", "_"))
-        if not marker.exists():
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text("failed once")
-            raise TransientStoreError(f"injected 503 for block starting at {first}")
-        return self.inner.upsert(collection, batch)
-
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
 
-class DroppingStore(FlakyStore):
+class FailFirstUpsert:
+    """A Qdrant client whose first upsert request of every batch of points answers HTTP 503."""
+
+    def __init__(self, client, marker_dir: str):
+        self.client = client
+        self.marker_dir = marker_dir
+
+    def upsert(self, collection_name, points, **kw):
+        from qdrant_client.http.exceptions import UnexpectedResponse
+
+        marker = Path(self.marker_dir, str(points[0].id))
+        if not marker.exists():
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text("failed once")
+            raise UnexpectedResponse(503, "Service Unavailable", b'{"status":{"error":"injected"}}', {})
+        return self.client.upsert(collection_name, points, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def _flaky_qdrant(inner_factory, marker_dir: str):
+    store = inner_factory()
+    store.client = FailFirstUpsert(store.client, marker_dir)
+    return store
+
+
+class DroppingStore(WrappedStore):
     """Acknowledges every write but silently loses one chunk per block: an inconsistent store."""
 
     def upsert(self, collection, batch):
@@ -119,7 +137,7 @@ class DroppingStore(FlakyStore):
         return WriteResult(written=len(batch["id"]))
 
 
-class RefusingStore(FlakyStore):
+class RefusingStore(WrappedStore):
     """Refuses chunks whose id ends in "s" per item (like a mapping error): terminal, not retried."""
 
     def upsert(self, collection, batch):
@@ -143,12 +161,14 @@ def by_value():
 
 
 def test_transient_sink_failures_are_retried(tmp_path, by_value):
+    """Every first write request fails with a 503: the store's client retries it, and nothing else does."""
     write_parquet(tmp_path / "corpus" / "p.parquet", docs(300), row_group_size=60)
-    cfg = cfg_for(tmp_path, "encode.block_rows=20")
+    cfg = cfg_for(tmp_path, "encode.block_rows=20", "vector_store.kind=qdrant_local",
+                  "vector_store.qdrant.initial_backoff=0.01")
     spec = vector_spec(cfg, 128)
-    vf = _factory(FlakyStore, vector_store_factory(cfg, spec), str(tmp_path / "markers_v"))
-    tf = _factory(FlakyStore, text_store_factory(cfg), str(tmp_path / "markers_t"))
-    m = run(cfg, store_factories=(vf, tf))
+    inner = vector_store_factory(cfg, spec)
+    vf = StoreTarget(functools.partial(_flaky_qdrant, inner, str(tmp_path / "markers_v")), inner.single_writer)
+    m = run(cfg, store_factories=(vf, text_store_factory(cfg)))
     assert len(list((tmp_path / "markers_v").iterdir())) > 0  # failures did happen
     c = m["counts"]
     assert (c["indexed"], c["encoded"], c["vector_store"], c["text_store"]) == (300, 300, 300, 300)

@@ -72,10 +72,8 @@ def _cfg(**kw) -> QdrantServerConfig:
 
 
 def _store(tmp_path, spec=None, **kw) -> QdrantServerStore:
-    s = QdrantServerStore(spec or VectorSpec(dim=8, quantization="none", sparse=True), _cfg(**kw),
-                          local_path=str(tmp_path / "qdrant"))
-    s.RETRY_BASE_DELAY = 0.0
-    return s
+    return QdrantServerStore(spec or VectorSpec(dim=8, quantization="none", sparse=True),
+                             _cfg(**{"initial_backoff": 0.001, **kw}), local_path=str(tmp_path / "qdrant"))
 
 
 class Through:
@@ -461,8 +459,7 @@ def test_transient_classification_other():
 def test_transient_failures_are_retried_with_backoff(tmp_path, monkeypatch, errors):
     delays = []
     monkeypatch.setattr(qs, "_sleep", delays.append)
-    store = _store(tmp_path, max_retries=3)
-    store.RETRY_BASE_DELAY = 0.5
+    store = _store(tmp_path, max_retries=3, initial_backoff=0.5)
     store.ensure_collection(COLL)
     store.client = t = Through(store.client, errors)
     try:
@@ -478,8 +475,7 @@ def test_retry_after_is_honoured(tmp_path, monkeypatch):
 
     delays = []
     monkeypatch.setattr(qs, "_sleep", delays.append)
-    store = _store(tmp_path)
-    store.RETRY_BASE_DELAY = 0.5
+    store = _store(tmp_path, initial_backoff=0.5)
     store.ensure_collection(COLL)
     store.client = Through(store.client, [ResourceExhaustedResponse("rate limited", 3)])
     try:

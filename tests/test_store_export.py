@@ -24,9 +24,7 @@ SPECS = [VectorSpec.build(16, "none", "bm25", False), VectorSpec.build(16, "int8
 def _vector_store(kind: str, tmp_path, spec: VectorSpec):
     if kind == "edge":
         return EdgeVectorStore(str(tmp_path / "edge"), spec)
-    s = QdrantServerStore(spec, qdrant_cfg(), local_path=str(tmp_path / "qdrant"))
-    s.RETRY_BASE_DELAY = 0.0
-    return s
+    return QdrantServerStore(spec, qdrant_cfg(initial_backoff=0.001), local_path=str(tmp_path / "qdrant"))
 
 
 def _same_columns(a: dict, b: dict) -> None:

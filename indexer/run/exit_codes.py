@@ -9,6 +9,7 @@ GATE_FAILED = 1  # the run finished but a gate failed; the alias did not move
 USER_ERROR = 2  # config or corpus mistake found before any work (the message names it)
 REFUSED = 3  # refused by a guard before anything was written (e.g. the deletion guard)
 UNREADABLE = 4  # succeeded, but some corpus files could not be read: their live chunks were kept as they were
+STORE_UNAVAILABLE = 5  # a store kept failing transiently past its retry budget; nothing published, a rerun resumes
 
 
 def exit_code(manifest: dict[str, Any]) -> int:

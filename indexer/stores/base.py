@@ -184,16 +184,18 @@ def retry_transient(fn: Callable[[], Any], *, retries: int, base_delay: float = 
                     what: str = "request", transient: Callable[[BaseException], bool] | None = None,
                     retry_after: Callable[[BaseException], float | None] | None = None,
                     describe: Callable[[BaseException], str] = str,
-                    sleep: Callable[[float], Any] | None = None) -> Any:
+                    sleep: Callable[[float], Any] | None = None, hint: str = "") -> Any:
     """Run ``fn``; on a transient failure retry with exponential backoff, then raise
     :class:`TransientStoreError`. Other failures propagate unchanged.
 
     ``transient`` tells which exceptions are worth a retry (default: :class:`TransientStoreError`);
     ``retry_after`` may read a server's requested delay (honoured up to ``max_delay``); ``describe``
     renders an error for logs and the final message (e.g. with secrets redacted); ``sleep`` is the
-    backoff's clock (default ``time.sleep``).
+    backoff's clock (default ``time.sleep``); ``hint`` ends the final message with what to do.
+    At most ``retries + 1`` attempts, waiting at most ``retries * max_delay`` in all: the caller is
+    the only layer that retries the request.
     """
-    attempt = 0
+    attempt, waited = 0, 0.0
     while True:
         try:
             return fn()
@@ -202,7 +204,8 @@ def retry_transient(fn: Callable[[], Any], *, retries: int, base_delay: float = 
                 raise
             attempt += 1
             if attempt > retries:
-                raise TransientStoreError(f"{what} still failing after {retries} retries: {describe(e)}") from e
+                raise TransientStoreError(f"{what} still failing after {retries} retries ({waited:.1f}s of backoff): "
+                                          f"{' '.join(describe(e).split())}" + (f"; {hint}" if hint else "")) from e
             delay = min(max_delay, base_delay * 2 ** (attempt - 1))
             asked = retry_after(e) if retry_after else None
             if asked is not None:
@@ -210,3 +213,4 @@ def retry_transient(fn: Callable[[], Any], *, retries: int, base_delay: float = 
             first_line = (describe(e).splitlines() or [type(e).__name__])[0]
             log.warning("%s failed transiently (%s); retry %d/%d in %.1fs", what, first_line, attempt, retries, delay)
             (sleep or time.sleep)(delay)
+            waited += delay

@@ -21,7 +21,7 @@ import ray
 from ray.data import Datasink
 
 from ..schema import Columns
-from .base import Store, StoreFactory, StoreTarget, WriteResult, retry_transient
+from .base import Store, StoreFactory, StoreTarget, WriteResult
 
 
 class SingleWriter:
@@ -77,18 +77,18 @@ class StoreDatasink(Datasink):
     ``targets`` holds ``(label, store_target, collection)``. Each write task returns
     ``{label: WriteResult}``; finishing finalises every store and records the totals in
     ``results`` (label -> WriteResult) and ``counts`` (label -> count after finalising).
-    Transient store errors are retried with backoff (``retries``); ``after_block`` runs once every
+    The sink does not retry a write: each store's client retries its own requests within its
+    configured budget, so a dead store fails the run in that time; ``after_block`` runs once every
     store has acknowledged a block (the pipeline records progress there). ``reporter`` is anything
     with a ``measure(stage, rows)`` context manager (the run's stage statistics).
     """
 
     def __init__(self, targets: list[tuple[str, StoreTarget, str]], run_tag: str, reporter=None,
-                 after_block: Callable[[Columns], None] | None = None, retries: int = 5):
+                 after_block: Callable[[Columns], None] | None = None):
         self.targets = targets
         self.run_tag = run_tag
         self.reporter = reporter
         self.after_block = after_block
-        self.retries = retries
         self.results: dict[str, WriteResult] = {}
         self.counts: dict[str, int] = {}
         self._writers: dict[str, Any] = {}
@@ -135,11 +135,10 @@ class StoreDatasink(Datasink):
         """Write one block to one store: through its writer actor, or a client this task opened once."""
         if target.single_writer:
             writer = ray.get_actor(self._writer_name(label))
-            return retry_transient(lambda: ray.get(writer.upsert.remote(batch)), retries=self.retries,
-                                   what=f"{label} write")
+            return ray.get(writer.upsert.remote(batch))
         store = opened.get(label) or opened.setdefault(label, target())
         t1 = time.perf_counter()
-        res = retry_transient(lambda: store.upsert(collection, batch), retries=self.retries, what=f"{label} write")
+        res = store.upsert(collection, batch)
         res.seconds = time.perf_counter() - t1
         return res
 
@@ -186,7 +185,7 @@ class StoreDatasink(Datasink):
 
 
 def make_datasink(targets: list[tuple[str, StoreTarget, str]], run_tag: str, reporter=None,
-                  after_block: Callable[[Columns], None] | None = None, retries: int = 5) -> StoreDatasink:
+                  after_block: Callable[[Columns], None] | None = None) -> StoreDatasink:
     """The sink writing every block to each ``(label, store_target, collection)``; see :class:`StoreDatasink`.
     ``run_tag`` names the run's writer actors."""
-    return StoreDatasink(targets, run_tag, reporter, after_block, retries)
+    return StoreDatasink(targets, run_tag, reporter, after_block)

@@ -36,9 +36,12 @@ Small differences remain: the standard tokenizer (Unicode word boundaries) keeps
 ``don't`` as single tokens where the embedded tokenizer splits on every non-alphanumeric character.
 
 Writes go through ``elasticsearch.helpers.streaming_bulk`` (chunks bounded by ``chunk_docs`` and
-``chunk_bytes``; 429s retried with exponential backoff; per-item failures returned as rejects and
-not retried). A whole request failing on a connection error, timeout or 5xx raises
-:class:`TransientStoreError` so the pipeline retries the batch. The bulk load runs with
+``chunk_bytes``). This store is the only layer that retries: a request failing on a connection
+error, timeout, 429 or 5xx, and documents refused with such a status, are sent again with
+exponential backoff (``initial_backoff`` doubling up to ``max_backoff``, at most ``max_retries``
+times; only the documents still pending are resent), then :class:`TransientStoreError` names the
+request and what to do. The client and ``streaming_bulk`` do not retry on their own. Documents
+refused for good (mapping errors) come back as rejects. The bulk load runs with
 ``refresh_interval: -1`` and no replicas; ``finalize`` restores both and refreshes.
 
 Credentials come from the environment variables the config names (an API key, else basic auth);
@@ -50,6 +53,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -58,14 +62,14 @@ from .. import schema
 from ..config import Analyzer, ElasticsearchConfig, TextStoreConfig
 from ..layout import version_number
 from ..schema import Hit
-from .base import TextStore, TransientStoreError, WriteResult
+from .base import TextStore, TransientStoreError, WriteResult, retry_transient
 
 log = logging.getLogger(__name__)
 
 SOURCE_FIELDS = ["id", "hash", "text", "title", "metadata"]
 MGET_IDS = 1000  # ids per _mget request
 METADATA_IGNORE_ABOVE = 8191  # characters; 4 bytes each stays under Lucene's 32766-byte term limit
-_TRANSPORT_RETRY_STATUS = (502, 503, 504)  # 429 is left to streaming_bulk, which backs off
+_sleep = time.sleep  # the backoff's clock (tests record delays instead of waiting)
 
 
 class ElasticsearchStoreError(RuntimeError):
@@ -205,9 +209,8 @@ class ElasticsearchTextStore(TextStore):
         self._client = Elasticsearch(
             self.es.hosts,
             request_timeout=self.es.request_timeout,
-            max_retries=self.es.max_retries,
-            retry_on_status=_TRANSPORT_RETRY_STATUS,
-            retry_on_timeout=True,  # every write is an idempotent upsert by id
+            max_retries=0,  # retries are this store's (see _call), with backoff
+            retry_on_timeout=False,
             verify_certs=True,
             ca_certs=self.es.ca_certs,
             **auth_kwargs,
@@ -218,7 +221,22 @@ class ElasticsearchTextStore(TextStore):
 
     # -- errors ----------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run one client call; map its failure to transient (retry) or terminal (say what to fix)."""
+        """Run one client call; retry transient failures with backoff within the configured budget,
+        raise terminal ones at once saying what to fix."""
+        return self._retrying(what, lambda: self._once(what, fn))
+
+    def _retrying(self, what: str, fn: Callable[[], Any]) -> Any:
+        return retry_transient(fn, retries=self.es.max_retries, base_delay=self.es.initial_backoff,
+                               max_delay=self.es.max_backoff, what=f"elasticsearch {what}",
+                               sleep=lambda d: _sleep(d), hint=self._retry_hint())
+
+    def _retry_hint(self) -> str:
+        return (f"check that Elasticsearch at {', '.join(self.es.hosts)} is up and accepting requests "
+                "(text_store.elasticsearch.max_retries and max_backoff set how long to wait), then rerun: "
+                "the run resumes where it stopped")
+
+    def _once(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run one client call once; map its failure to transient (retry) or terminal (say what to fix)."""
         from elasticsearch import ApiError
         from elastic_transport import TlsError, TransportError
 
@@ -317,33 +335,43 @@ class ElasticsearchTextStore(TextStore):
             }
 
     def _bulk(self, what: str, actions: Iterable[dict], ok_status: tuple[int, ...] = ()) -> tuple[int, list]:
-        """Send actions with streaming_bulk; returns (acknowledged, failed items as (id, status, error))."""
+        """Send actions with streaming_bulk; returns (acknowledged, failed items as (id, status, error)).
+
+        Documents refused with a transient status, or not acknowledged when a whole request failed
+        transiently, are sent again (only those) with backoff, within the same budget as any request."""
         from elasticsearch.helpers import streaming_bulk
 
+        pending = list(actions)
         done, failed = 0, []
 
-        def run() -> None:
-            nonlocal done
-            for ok, item in streaming_bulk(
-                self._client, actions,
-                chunk_size=self.es.chunk_docs, max_chunk_bytes=self.es.chunk_bytes,
-                raise_on_error=False, raise_on_exception=True,
-                max_retries=self.es.max_retries, initial_backoff=self.es.initial_backoff,
-                max_backoff=self.es.max_backoff,
-            ):
-                info = next(iter(item.values()))
-                status = int(info.get("status", 500))
-                if ok or status in ok_status:
-                    done += 1
-                else:
-                    failed.append((str(info.get("_id")), status, info.get("error")))
+        def attempt() -> None:
+            nonlocal done, pending
+            settled: set[str] = set()
+            transient: list[tuple[str, int, Any]] = []
+            try:
+                for ok, item in streaming_bulk(
+                    self._client, pending,
+                    chunk_size=self.es.chunk_docs, max_chunk_bytes=self.es.chunk_bytes,
+                    raise_on_error=False, raise_on_exception=True, max_retries=0,
+                ):
+                    info = next(iter(item.values()))
+                    cid, status = str(info.get("_id")), int(info.get("status", 500))
+                    if ok or status in ok_status:
+                        done += 1
+                        settled.add(cid)
+                    elif _is_transient(status):
+                        transient.append((cid, status, info.get("error")))
+                    else:
+                        failed.append((cid, status, info.get("error")))
+                        settled.add(cid)
+            finally:
+                pending = [a for a in pending if str(a["_id"]) not in settled]
+            if transient:
+                cid, status, error = transient[0]
+                raise TransientStoreError(f"{len(transient)} document(s) refused transiently "
+                                          f"(e.g. {cid}: HTTP {status} {_reason(error)})")
 
-        self._call(what, run)
-        transient = [f for f in failed if _is_transient(f[1])]
-        if transient:
-            cid, status, error = transient[0]
-            raise TransientStoreError(f"elasticsearch {what}: {len(transient)} document(s) failed transiently "
-                                      f"(e.g. {cid}: HTTP {status} {_reason(error)}); the batch is retried")
+        self._retrying(what, lambda: self._once(what, attempt))
         return done, failed
 
     def upsert(self, collection: str, batch: dict[str, np.ndarray]) -> WriteResult:

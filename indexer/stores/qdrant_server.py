@@ -154,9 +154,6 @@ class QdrantServerStore(VectorStore):
     codes and bits, as in :class:`~indexer.stores.qdrant_edge.EdgeVectorStore`.
     """
 
-    RETRY_BASE_DELAY = 0.5
-    """Seconds before the first retry of a transient failure; doubles per retry."""
-    RETRY_MAX_DELAY = 30.0
     READY_POLL = 1.0
     """Seconds between collection status polls while waiting for green."""
     IDS_PER_REQUEST = 1000
@@ -232,9 +229,15 @@ class QdrantServerStore(VectorStore):
     def _call(self, fn: Callable[[], Any], what: str) -> Any:
         """Run one request; retry transient failures with exponential backoff, then raise
         :class:`TransientStoreError`. Other failures propagate unchanged."""
-        return retry_transient(fn, retries=self.cfg.max_retries, base_delay=self.RETRY_BASE_DELAY,
-                               max_delay=self.RETRY_MAX_DELAY, what=what, transient=is_transient,
-                               retry_after=_retry_after, describe=self._redact, sleep=lambda d: _sleep(d))
+        return retry_transient(fn, retries=self.cfg.max_retries, base_delay=self.cfg.initial_backoff,
+                               max_delay=self.cfg.max_backoff, what=what, transient=is_transient,
+                               retry_after=_retry_after, describe=self._redact, sleep=lambda d: _sleep(d),
+                               hint=self._retry_hint())
+
+    def _retry_hint(self) -> str:
+        where = f"local storage {self.local_path}" if self.local_path is not None else self.cfg.url
+        return (f"check that Qdrant at {where} is up and reachable (vector_store.qdrant.max_retries and "
+                "max_backoff set how long to wait), then rerun: the run resumes where it stopped")
 
     def _request(self, fn: Callable[[], Any], what: str) -> Any:
         """:meth:`_call`, with terminal failures re-raised as errors that say what failed (redacted)."""
