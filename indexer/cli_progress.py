@@ -25,19 +25,24 @@ NOISY_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "trans
                  "httpx", "urllib3", "elastic_transport", "filelock", "jieba", "indexer")
 """Loggers whose INFO lines a user does not need in a default run (``-v`` shows them)."""
 
+NOTICE_LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray.data._internal.progress")
+"""Loggers whose warnings are notices with nothing to act on (token auth on by default, progress
+bars off because this display replaces them)."""
+
 
 def quiet_libraries(verbose: bool) -> None:
     """Without ``verbose``: only warnings from every logger, no Ray Data progress bars, operator
-    dumps or execution-stats logs, no deprecation notices, no C++ core-worker lines below fatal.
-    With ``verbose``, Ray's own defaults stay."""
+    dumps or execution-stats logs, no deprecation notices, no download/loading progress bars in the
+    workers (they inherit this environment), no notices that need no action (Ray's token-auth and
+    disabled-progress-bar notes). With ``verbose``, Ray's own defaults stay."""
     if verbose:
         return
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # C++ core worker on this driver
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bar too
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     from ray.data import DataContext
 
@@ -49,6 +54,8 @@ def quiet_libraries(verbose: bool) -> None:
     ctx.print_on_execution_start = False
     for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in NOTICE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _eta(seconds: float | None) -> str:

@@ -132,7 +132,10 @@ def encode_stage(ds: Any, spec: EncodeSpec, *, block_rows: int, workers: int, ma
     ``max_workers``), each with ``num_cpus`` CPU slots and ``num_gpus`` GPUs (0: CPU actors),
     ``block_rows`` rows per call. Actors restart and batches retry when a worker dies, and several
     actors spread over the nodes."""
-    concurrency = workers if max_workers == workers else (workers, max_workers)
+    from ray.data import ActorPoolStrategy
+
+    pool = ActorPoolStrategy(size=workers) if max_workers == workers else \
+        ActorPoolStrategy(min_size=workers, max_size=max_workers)
     remote_args: dict[str, Any] = {"max_restarts": -1, "max_task_retries": -1}
     if workers > 1:
         remote_args["scheduling_strategy"] = "SPREAD"
@@ -141,7 +144,7 @@ def encode_stage(ds: Any, spec: EncodeSpec, *, block_rows: int, workers: int, ma
         fn_constructor_kwargs={"spec": spec, "reporter": reporter},
         batch_size=block_rows,
         batch_format="numpy",
-        concurrency=concurrency,
+        compute=pool,
         num_cpus=num_cpus,
         num_gpus=num_gpus or None,
         **remote_args,
