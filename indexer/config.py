@@ -75,6 +75,7 @@ class Analyzer(str, Enum):
     italian = "italian"  # standard tokenizer, lowercase, italian stopwords, snowball stemming
     cjk = "cjk"  # Chinese/Japanese/Korean: word segmentation (jieba) + lowercase
     auto = "auto"  # per-document: cjk when the text is mostly CJK, else english
+    multilingual = "multilingual"  # per script run: Han/hiragana segmented (jieba), the rest as english
 
 
 class S3Config(_Section):
@@ -298,7 +299,11 @@ class ElasticsearchConfig(_Section):
 
 class TextStoreConfig(_Section):
     kind: TextStoreKind = TextStoreKind.tantivy
-    analyzer: Analyzer = Field(Analyzer.english)
+    analyzer: Analyzer = Field(
+        Analyzer.multilingual, description="BM25 text analysis. multilingual (default) reads any language: Han and "
+        "hiragana segmented into words, other scripts tokenized and lowercased, English stopwords and stemming "
+        "for Latin-script words (English text gets exactly the english terms). english, italian, cjk, standard "
+        "and auto are for corpora in one known language (README, \"Text analysis\").")
     bm25_k1: float = Field(0.9, gt=0, description="BM25 k1 (Elasticsearch only; tantivy fixes 1.2).")
     bm25_b: float = Field(0.4, ge=0, le=1, description="BM25 b (Elasticsearch only; tantivy fixes 0.75).")
     title_boost: float = Field(
