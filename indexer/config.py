@@ -104,7 +104,9 @@ class CorpusConfig(_Section):
     """Where the chunked corpus lives and which columns mean what."""
 
     path: str = Field(".indexer/sample", description="Parquet file, directory, glob or s3:// prefix.")
-    id_column: str = Field("id", description="Unique chunk id (string).")
+    id_column: str = Field(
+        "id", description="Unique chunk id: a string column, or an integer column (any width, as Spark and pandas "
+        "write ids) indexed as its decimal string, so integer 7 and string \"7\" are the same id.")
     text_column: str = Field("text", description="Chunk text to encode and index.")
     title_column: str | None = Field(None, description="Optional title; encoded as title + ' ' + text.")
     metadata_columns: list[str] | None = Field(
