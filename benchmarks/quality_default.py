@@ -12,8 +12,9 @@ which this script does not rerun.
     .venv/bin/python -m benchmarks.quality convert cmrc2018 squad_it
     .venv/bin/python -m benchmarks.quality_default cmrc2018 squad_it --queries 1000
 
-``--queries N`` evaluates a fixed subsample (seed 0) of N judged queries (every query by default).
-Output: ``benchmarks/results/quality_default.{json,md}``.
+``--queries N`` evaluates a fixed subsample (seed 0) of N judged queries (every query by default);
+``--bm25-only`` scores only the in-memory BM25 rows. Output: ``benchmarks/results/quality_default.{json,md}``
+(``quality_default_bm25.{json,md}`` with ``--bm25-only``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def _subsample(queries: Path, qrels: Path, n: int | None, out: Path) -> tuple[Pa
     return q, r, n
 
 
-def run(dataset: str, n_queries: int | None, tmp: Path) -> dict[str, Any]:
+def run(dataset: str, n_queries: int | None, tmp: Path, pipeline: bool = True) -> dict[str, Any]:
     spec = DATASETS[dataset]
     if not (DATA_OUT / f"{dataset}.parquet").exists():
         convert([dataset])
@@ -84,7 +85,7 @@ def run(dataset: str, n_queries: int | None, tmp: Path) -> dict[str, Any]:
     queries, qrels, n = _subsample(d / "queries.jsonl", d / "qrels" / f"{spec['split']}.tsv", n_queries,
                                    tmp / dataset)
     out: dict[str, Any] = {"dataset": dataset, "split": spec["split"], "queries": n, "rows": [], "commands": []}
-    for analyzer in ("multilingual",):
+    for analyzer in ("multilingual",) if pipeline else ():
         sets = [f"corpus.path={os.path.relpath(DATA_OUT / f'{dataset}.parquet', ROOT)}", "corpus.sample=false",
                 f"index.dir=.indexer/default/{dataset}", f"index.name={dataset}"]
         set_args = [x for s in sets for x in ("--set", s)]
@@ -106,7 +107,7 @@ def run(dataset: str, n_queries: int | None, tmp: Path) -> dict[str, Any]:
         out["rows"].append({"config": f"tantivy in memory, analyzer {analyzer}", "mode": "bm25",
                             "ndcg@10": r["ndcg@10"], "recall@100": r["recall@100"]})
     own = RESULTS / f"quality_{dataset}.json"
-    if own.exists():
+    if own.exists() and pipeline:
         modes = json.loads(own.read_text())["modes"]
         for m in MODES:
             out["rows"].append({"config": f"{dataset}.yaml (all queries, benchmarks.quality)", "mode": m,
@@ -128,12 +129,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("datasets", nargs="+", choices=["cmrc2018", "squad_it"])
     ap.add_argument("--queries", type=int, default=None, help="evaluate a seeded subsample of N judged queries")
+    ap.add_argument("--bm25-only", action="store_true", help="only the in-memory BM25 rows (no index run, no model)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="quality-default-") as tmp:
-        results = [run(d, a.queries, Path(tmp)) for d in a.datasets]
-    payload = {"results": results}
-    path = write_result("quality_default", payload)
-    (RESULTS / "quality_default.md").write_text(markdown(results) + "\n", encoding="utf-8")
+        results = [run(d, a.queries, Path(tmp), pipeline=not a.bm25_only) for d in a.datasets]
+    name = "quality_default_bm25" if a.bm25_only else "quality_default"
+    path = write_result(name, {"results": results})
+    (RESULTS / f"{name}.md").write_text(markdown(results) + "\n", encoding="utf-8")
     sys.stdout.write(markdown(results) + "\n")
     sys.stderr.write(f"wrote {path}\n")
 
