@@ -75,6 +75,7 @@ class Analyzer(str, Enum):
     italian = "italian"  # standard tokenizer, lowercase, italian stopwords, snowball stemming
     cjk = "cjk"  # Chinese/Japanese/Korean: word segmentation (jieba) + lowercase
     auto = "auto"  # per-document: cjk when the text is mostly CJK, else english
+    multilingual = "multilingual"  # per script run: Han/hiragana segmented (jieba), the rest as english
 
 
 class S3Config(_Section):
@@ -103,7 +104,9 @@ class CorpusConfig(_Section):
     """Where the chunked corpus lives and which columns mean what."""
 
     path: str = Field(".indexer/sample", description="Parquet file, directory, glob or s3:// prefix.")
-    id_column: str = Field("id", description="Unique chunk id (string).")
+    id_column: str = Field(
+        "id", description="Unique chunk id: a string column, or an integer column (any width, as Spark and pandas "
+        "write ids) indexed as its decimal string, so integer 7 and string \"7\" are the same id.")
     text_column: str = Field("text", description="Chunk text to encode and index.")
     title_column: str | None = Field(None, description="Optional title; encoded as title + ' ' + text.")
     metadata_columns: list[str] | None = Field(
@@ -304,7 +307,11 @@ class ElasticsearchConfig(_Section):
 
 class TextStoreConfig(_Section):
     kind: TextStoreKind = TextStoreKind.tantivy
-    analyzer: Analyzer = Field(Analyzer.english)
+    analyzer: Analyzer = Field(
+        Analyzer.multilingual, description="BM25 text analysis. multilingual (default) reads any language: Han and "
+        "hiragana segmented into words, other scripts tokenized and lowercased, English stopwords and stemming "
+        "for Latin-script words (English text gets exactly the english terms). english, italian, cjk, standard "
+        "and auto are for corpora in one known language (README, \"Text analysis\").")
     bm25_k1: float = Field(0.9, gt=0, description="BM25 k1 (Elasticsearch only; tantivy fixes 1.2).")
     bm25_b: float = Field(0.4, ge=0, le=1, description="BM25 b (Elasticsearch only; tantivy fixes 0.75).")
     title_boost: float = Field(

@@ -121,6 +121,7 @@ def run_eval(searcher: Searcher, queries: dict[str, str], qrels: Qrels, k: int =
     per_mode = found.hits
     latency = {m: [found.seconds[m][q] for q in qids] for m in base}
     coverage = {q: eq.coverage for q, eq in found.encoded.items()}
+    empty = {q: eq.empty for q, eq in found.encoded.items()}
     encode_s = found.encode_seconds
     results: dict[str, Any] = {"modes": {}, "queries": len(qids), "k": k}
     for m in base:
@@ -132,13 +133,14 @@ def run_eval(searcher: Searcher, queries: dict[str, str], qrels: Qrels, k: int =
     for name, s in variants:
         fused = {}
         for qid in qids:
-            fused[qid] = searcher.fuse({m: per_mode[m][qid] for m in base if m in s.modes}, depth, s, coverage[qid])
-        lat = [sum(latency[m][i] for m in base if m in s.fused_modes(coverage[q])) for i, q in enumerate(qids)]
+            fused[qid] = searcher.fuse({m: per_mode[m][qid] for m in base if m in s.modes}, depth, s, coverage[qid],
+                                       empty[qid])
+        lat = [sum(latency[m][i] for m in base if m in s.fused_modes(coverage[q], empty[q])) for i, q in enumerate(qids)]
         results["modes"][name] = evaluate(_as_run(fused), qrels, k) | {
             "latency_ms_p50": round(1000 * percentile(lat, 50), 3),
             "latency_ms_p95": round(1000 * percentile(lat, 95), 3),
             **s.describe(),
-            "low_coverage_queries": sum(1 for q in qids if s.fused_modes(coverage[q]) != s.modes),
+            "low_coverage_queries": sum(1 for q in qids if s.fused_modes(coverage[q], empty[q]) != s.modes),
         }
     results["query_encode_ms_mean"] = round(1000 * statistics.mean(encode_s), 3) if encode_s else 0.0
     return results

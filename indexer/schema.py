@@ -50,7 +50,10 @@ HASH_FILE_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("hash", pa.s
 # Run records (written by stages, read by the run): what each valid row became, and which rows were written.
 ROWS_SCHEMA = pa.schema([("file", pa.string()), ("row", pa.int64()), ("id", pa.string()),
                          ("hash", pa.string()), ("state", pa.string())])
-WRITTEN_SCHEMA = pa.schema([("file", pa.string()), ("row", pa.int64())])
+WRITTEN_SCHEMA = pa.schema([("file", pa.string()), ("row", pa.int64()), ("tokens", pa.int64()),
+                            ("truncated", pa.bool_())])
+"""Rows every store acknowledged, with the row's tokens before truncation and whether it was truncated:
+the records that survive an interrupted attempt, so a resumed run counts tokens over all attempts."""
 
 NEW, CHANGED, UNCHANGED = "new", "changed", "unchanged"  # diff states of a valid row
 """Schema of the per-version (id, hash) manifest used for incremental runs."""

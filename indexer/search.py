@@ -37,6 +37,7 @@ class EncodedQuery:
     dense: np.ndarray | None = None  # float32, truncated + normalised
     sparse: SparseQuery | None = None
     coverage: float = 1.0  # share of the query's tokens in the model's vocabulary (not [UNK])
+    empty: frozenset[str] = frozenset()  # modes whose analysis of the query came out empty (query_empty_modes)
 
 
 @dataclass
@@ -55,16 +56,18 @@ class Settings:
         s = cfg.search
         return cls(s.fusion, s.rrf_k, dict(s.weights), tuple(s.modes), s.candidates, s.min_vocab_coverage)
 
-    def fused_modes(self, coverage: float = 1.0) -> tuple[str, ...]:
+    def fused_modes(self, coverage: float = 1.0, empty: frozenset[str] = frozenset()) -> tuple[str, ...]:
         """The modes fused for a query whose vocabulary coverage is ``coverage``.
 
         A model can't represent a query made mostly of tokens it does not know (``[UNK]``): its
         dense vector and model-vocabulary sparse vector are then noise that fusion would mix in.
-        Such queries are answered by the remaining modes; if none remain, by all of them.
+        Such queries are answered by the remaining modes, leaving out those whose analysis of the
+        query came out empty (``empty``: BM25 when the text analyzer kept no term), which could
+        only answer nothing; if none remain, by all of them.
         """
         if coverage >= self.min_coverage:
             return self.modes
-        rest = tuple(m for m in self.modes if m not in MODEL_MODES)
+        rest = tuple(m for m in self.modes if m not in MODEL_MODES and m not in empty)
         return rest or self.modes
 
     def describe(self) -> dict[str, Any]:
@@ -72,15 +75,17 @@ class Settings:
                 "fused": list(self.modes), "candidates": self.candidates, "min_vocab_coverage": self.min_coverage}
 
 
-def fuse(per_mode: dict[str, list[Hit]], k: int, settings: Settings, coverage: float = 1.0) -> list[Hit]:
+def fuse(per_mode: dict[str, list[Hit]], k: int, settings: Settings, coverage: float = 1.0,
+         empty: frozenset[str] = frozenset()) -> list[Hit]:
     """Fuse the per-mode hit lists named in ``settings.modes`` (each cut to ``settings.candidates``).
 
     ``rrf`` ignores weights; ``weighted_rrf``, ``dbsf`` and ``minmax`` apply them. A mode the
     index does not have (no list in ``per_mode``) is left out, never an error. ``coverage`` is the
-    query's vocabulary coverage (:meth:`Settings.fused_modes`).
+    query's vocabulary coverage and ``empty`` the modes whose query analysis came out empty
+    (:meth:`Settings.fused_modes`).
     """
     s = settings
-    lists = {m: per_mode[m][:s.candidates] for m in s.fused_modes(coverage) if m in per_mode}
+    lists = {m: per_mode[m][:s.candidates] for m in s.fused_modes(coverage, empty) if m in per_mode}
     if s.fusion in (FusionKind.dbsf, FusionKind.minmax):
         fn = dbsf if s.fusion == FusionKind.dbsf else minmax
         fused = fn({m: [(h.id, h.score) for h in hs] for m, hs in lists.items()}, s.weights)
@@ -104,6 +109,20 @@ def vocab_coverage(model_ref: str, queries: Sequence[str]) -> list[float]:
         return [1.0] * len(queries)
     ids = tok(list(queries), add_special_tokens=False)["input_ids"]
     return [1.0 - sum(1 for i in x if i == unk) / len(x) if x else 1.0 for x in ids]
+
+
+def query_empty_modes(text: str, analyzer: str, sparse: SparseQuery | None = None) -> frozenset[str]:
+    """The modes whose analysis of ``text`` came out empty: ``bm25`` when the text analyzer keeps no
+    term of it (stopwords only; CJK under a per-language analyzer that drops it), ``sparse`` when its
+    sparse query has no term. Dense always has a vector; its unknown tokens are ``coverage``'s business."""
+    from .analysis import analyze
+
+    out = set()
+    if not analyze(text, analyzer):
+        out.add("bm25")
+    if sparse is not None and not sparse.indices:
+        out.add("sparse")
+    return frozenset(out)
 
 
 def check_query(query: str) -> None:
@@ -175,6 +194,7 @@ class Searcher:
 
                     self._splade = SpladeModel(self.version["sparse"]["model"], self.device)
                 eq.sparse = self._splade.encode_query(eq.text)
+            eq.empty = query_empty_modes(eq.text, self.cfg.text_store.analyzer.value, eq.sparse)
         return out
 
     def vocab_coverage(self, queries: Sequence[str]) -> list[float]:
@@ -237,8 +257,8 @@ class Searcher:
         return out
 
     def fuse(self, per_mode: dict[str, list[Hit]], k: int, settings: Settings | None = None,
-             coverage: float = 1.0) -> list[Hit]:
-        return fuse(per_mode, k, settings or self.settings, coverage)
+             coverage: float = 1.0, empty: frozenset[str] = frozenset()) -> list[Hit]:
+        return fuse(per_mode, k, settings or self.settings, coverage, empty)
 
     # -- public -------------------------------------------------------------------------------
     def search(self, query: str, mode: str = "hybrid", k: int = 10, with_text: bool = True) -> list[Hit]:
@@ -251,7 +271,8 @@ class Searcher:
             cand = max(k, self.settings.candidates)
             # a k above the configured pool raises it: k hits, never fewer
             settings = replace(self.settings, candidates=cand)
-            hits = self.fuse(self.mode_hits(q, cand, settings.fused_modes(q.coverage)), k, settings, coverage=q.coverage)
+            used = settings.fused_modes(q.coverage, q.empty)
+            hits = self.fuse(self.mode_hits(q, cand, used), k, settings, coverage=q.coverage, empty=q.empty)
         else:
             hits = self.mode_hits(q, k, [mode]).get(mode, [])[:k]
         if with_text:

@@ -206,8 +206,16 @@ def write_part(storage: Storage, directory: str, table: pa.Table) -> None:
 
 
 def read_parts(storage: Storage, directory: str, schema: pa.Schema) -> pa.Table:
-    """Every part under ``directory``, as one table of ``schema``."""
+    """Every part under ``directory``, as one table of ``schema``; a column a part lacks (written before
+    the column existed, by an earlier attempt of a resumed run) reads as nulls."""
     tables = [storage.read_parquet(u) for u in storage.list(directory) if u.endswith(".parquet")]
     if not tables:
         return schema.empty_table()
-    return pa.concat_tables([t.select(schema.names).cast(schema) for t in tables])
+    return pa.concat_tables([_with_columns(t, schema).select(schema.names).cast(schema) for t in tables])
+
+
+def _with_columns(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    for f in schema:
+        if f.name not in table.column_names:
+            table = table.append_column(f.name, pa.nulls(table.num_rows, f.type))
+    return table

@@ -331,13 +331,30 @@ def test_index_created_with_mappings_analyzer_similarity_and_bulk_profile(fake):
     props = body["mappings"]["properties"]
     assert body["mappings"]["dynamic"] == "strict"
     assert props["id"] == {"type": "keyword"} and props["hash"] == {"type": "keyword"}
-    assert props["text"] == props["title"] == {"type": "text", "analyzer": "indexer_english"}
+    assert props["text"] == props["title"] == {"type": "text", "analyzer": "indexer_multilingual"}  # the default
     assert props["metadata"]["type"] == "flattened"
+
+
+def test_multilingual_analyzer_bigrams_cjk_and_analyzes_the_rest_as_english(fake):
+    """The default analyzer's chain: CJK width folding and bigrams (Hangul and katakana words kept whole,
+    as the embedded store keeps them), then english's possessive, lowercase, stopwords and porter2."""
+    store = ElasticsearchTextStore(_cfg(fake))
+    store.ensure_collection("chunks_v1")
+    store.close()
+    analysis = fake.calls("PUT", r"^/chunks_v1$")[0].json()["settings"]["analysis"]
+    chain = analysis["analyzer"]["indexer_multilingual"]
+    assert chain["tokenizer"] == "standard"
+    assert [analysis["filter"].get(f, {"type": f}) for f in chain["filter"]] == [
+        {"type": "cjk_width"}, {"type": "stemmer", "language": "possessive_english"}, {"type": "lowercase"},
+        {"type": "cjk_bigram", "ignored_scripts": ["hangul", "katakana"]}, {"type": "stop", "stopwords": "_english_"},
+        {"type": "stemmer", "language": "porter2"}, {"type": "length", "max": 63}]
+    assert store.search_fields("北京大学 iPhone") == ["text", "title^2"]  # one field for every script
 
 
 @pytest.mark.parametrize("analyzer, field_analyzer, sub", [
     ("english", "indexer_english", None), ("italian", "indexer_italian", None),
-    ("standard", "indexer_standard", None), ("cjk", "cjk", None), ("auto", "indexer_english", "cjk")])
+    ("standard", "indexer_standard", None), ("cjk", "cjk", None), ("auto", "indexer_english", "cjk"),
+    ("multilingual", "indexer_multilingual", None)])
 def test_analyzer_per_config(analyzer, field_analyzer, sub):
     body = index_body(TextStoreConfig(kind="elasticsearch", analyzer=analyzer))
     text = body["mappings"]["properties"]["text"]

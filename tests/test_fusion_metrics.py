@@ -126,3 +126,22 @@ def test_low_vocabulary_coverage_falls_back_to_bm25():
     assert s.fused_modes(zh) == ("bm25",)
     assert Settings(modes=("dense",), min_coverage=0.9).fused_modes(0.1) == ("dense",)  # nothing else to use
     assert Settings(min_coverage=0.0).fused_modes(0.0) == ("dense", "sparse", "bm25")
+
+
+def test_fallback_never_picks_a_mode_whose_query_analysis_is_empty():
+    """A low-coverage query whose BM25 analysis kept no term is not handed to BM25 alone (it could
+    only answer nothing): the fallback leaves such modes out and, with none left, fuses all."""
+    from indexer.schema import Hit, SparseQuery
+    from indexer.search import Settings, fuse, query_empty_modes
+
+    s = Settings(min_coverage=0.9)
+    per_mode = {"dense": [Hit("a", 0.9)], "sparse": [Hit("b", 3.0)], "bm25": []}
+    assert s.fused_modes(0.1, frozenset({"bm25"})) == ("dense", "sparse", "bm25")
+    assert {h.id for h in fuse(per_mode, 10, s, coverage=0.1, empty=frozenset({"bm25"}))} == {"a", "b"}
+    assert s.fused_modes(0.1, frozenset({"sparse"})) == ("bm25",)  # only BM25 left, and it has terms
+    assert s.fused_modes(1.0, frozenset({"bm25"})) == s.modes  # coverage fine: no fallback at all
+    assert query_empty_modes("🙂🙂 ✨", "multilingual") == {"bm25"}
+    assert query_empty_modes("the and of", "english", SparseQuery([], [])) == {"bm25", "sparse"}
+    assert query_empty_modes("《战国无双3》是由哪两个公司合作开发的？", "multilingual", SparseQuery([3], [1.0])) == set()
+    long_zh = "战国无双是由哪两个公司合作开发的游戏请问这两个公司分别是哪里的"  # one CJK run over 64 bytes
+    assert query_empty_modes(long_zh, "english") == {"bm25"}  # english drops it

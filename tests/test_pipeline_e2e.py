@@ -84,6 +84,20 @@ def test_top_hit_per_mode(built, mode):
     assert hits[0].payload["text"].startswith(target["text"][:50])
 
 
+def test_hybrid_fallback_skips_bm25_when_its_query_analysis_is_empty(built):
+    """Emoji are [UNK] to the model (coverage 0) and no term to the analyzer: the coverage fallback
+    used to hand the query to BM25 alone, which answered nothing; now the other modes answer."""
+    tmp, cfg, docs, m = built
+    s = Searcher(cfg)
+    try:
+        q = s.encode(["🙂🙂 ✨"])[0]
+        assert q.coverage < s.settings.min_coverage and q.empty == {"bm25", "sparse"}  # [UNK] is no sparse term
+        assert s.search("🙂🙂 ✨", mode="bm25", k=5) == []
+        assert len(s.search("🙂🙂 ✨", mode="hybrid", k=5)) == 5
+    finally:
+        s.close()
+
+
 def _encoder_processes() -> list[int]:
     import psutil
 

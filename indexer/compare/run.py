@@ -24,7 +24,7 @@ import numpy as np
 from ..config import JobConfig, SparseKind
 from ..eval import Qrels, evaluate, percentile
 from ..schema import Hit
-from ..search import Settings, fuse, vocab_coverage
+from ..search import Settings, fuse, query_empty_modes, vocab_coverage
 from ..sweep.axes import DENSE_QUANTIZATIONS, DenseSetting
 from ..sweep.memory import MemoryDenseIndex
 from .corpus import CompareError, EvalCorpus, judged_documents, load_eval_corpus
@@ -220,6 +220,7 @@ def _compare_model(cfg: JobConfig, opts: CompareOptions, ref: str, profile_path:
     coverage = dict(zip(sh.qids, vocab_coverage(ref, sh.texts)))
     lexical = dict(sh.lexical)
     sparse_row = None
+    empty = _empty_modes(cfg, ref, sh.qids, sh.texts)
     if cfg.sparse.kind == SparseKind.bm25:
         sp = MemorySparseBM25(ref, sh.encoded_texts, sh.corpus.ids, cfg.sparse.k1, cfg.sparse.b, cfg.sparse.avg_len)
         hits, lat = {}, {}
@@ -245,7 +246,7 @@ def _compare_model(cfg: JobConfig, opts: CompareOptions, ref: str, profile_path:
     for dim in dims:
         for qz in quants:
             ds = DenseSetting(dim, qz, cfg.dense.oversample if qz not in ("none", "binary") else None)
-            for r in _setting_rows(ds, dv.vectors, sh.corpus.ids, sh.qids, qvecs, lexical, coverage, sh.qrels,
+            for r in _setting_rows(ds, dv.vectors, sh.corpus.ids, sh.qids, qvecs, lexical, coverage, empty, sh.qrels,
                                    sh.settings, sh.depth, sh.k, cfg):
                 r.update({"model": ref, "tokens_per_s": info["tokens_per_s"], "encode_hours": est.get("gpu_hours"),
                           "cost_usd": est.get("cost_usd"), "gpu_hour_source": est.get("gpu_hour_source"),
@@ -253,6 +254,15 @@ def _compare_model(cfg: JobConfig, opts: CompareOptions, ref: str, profile_path:
                 rows.append(r)
     say(f"{ref}: {len(dims) * len(quants)} settings done")
     return info, rows, sparse_row
+
+
+def _empty_modes(cfg: JobConfig, ref: str, qids: Sequence[str], texts: Sequence[str]) -> dict[str, frozenset[str]]:
+    """Per query, the modes whose analysis of it came out empty (kept out of the coverage fallback)."""
+    from ..encoders.sparse import bm25_query
+
+    bm25 = cfg.sparse.kind == SparseKind.bm25
+    return {q: query_empty_modes(t, cfg.text_store.analyzer.value, bm25_query(t, ref) if bm25 else None)
+            for q, t in zip(qids, texts)}
 
 
 def _check_models(refs: Sequence[str]) -> None:
@@ -293,7 +303,7 @@ def _encode_queries(model, texts: list[str], prefix: str) -> tuple[dict[int, np.
 
 def _setting_rows(ds: DenseSetting, docs: np.ndarray, doc_ids: list[str], qids: list[str],
                   qvecs: dict[int, np.ndarray], lexical: dict[str, tuple[dict, dict]], coverage: dict[str, float],
-                  qrels: Qrels, settings: Settings, depth: int, k: int, cfg: JobConfig) -> list[dict[str, Any]]:
+                  empty: dict[str, frozenset[str]], qrels: Qrels, settings: Settings, depth: int, k: int, cfg: JobConfig) -> list[dict[str, Any]]:
     """The dense row and the hybrid row of one storage setting."""
     mem = MemoryDenseIndex(docs, ds, cfg.dense.calibration_sample, cfg.dense.calibration_quantile)
     dense_hits, dense_lat = mem.search_timed([qvecs[i] for i in range(len(qids))], qids, doc_ids, depth)
@@ -304,11 +314,11 @@ def _setting_rows(ds: DenseSetting, docs: np.ndarray, doc_ids: list[str], qids: 
     for q in qids:
         per_mode = {"dense": dense_hits[q], **{m: h[q] for m, (h, _) in lexical.items()}}
         t = time.perf_counter()
-        fused[q] = fuse(per_mode, depth, settings, coverage[q])
-        used = settings.fused_modes(coverage[q])
+        fused[q] = fuse(per_mode, depth, settings, coverage[q], empty[q])
+        used = settings.fused_modes(coverage[q], empty[q])
         fl.append(time.perf_counter() - t + (dense_lat[q] if "dense" in used else 0.0)
                   + sum(lat[q] for m, (_, lat) in lexical.items() if m in used))
-    low = sum(1 for q in qids if settings.fused_modes(coverage[q]) != settings.modes)
+    low = sum(1 for q in qids if settings.fused_modes(coverage[q], empty[q]) != settings.modes)
     return [{"mode": "dense", **common, **_metrics(evaluate(_run(dense_hits), qrels, k), k),
              **_lat(list(dense_lat.values()))},
             {"mode": "hybrid", **common, **_metrics(evaluate(_run(fused), qrels, k), k), **_lat(fl),

@@ -109,7 +109,7 @@ def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
     # Records of this run (all attempts): the source of exact counts.
     run_records = records.load_records(ctx.storage, ctx.layout, ctx.plan.run_id)
     reconciled = reconcile(run_records, ctx.corpus, written.store_rejects)
-    counts, result = finish_version(ctx, run_records, reconciled, live_hashes, written.stage_stats, deletes)
+    counts, result = finish_version(ctx, run_records, reconciled, live_hashes, deletes)
     ctx.storage.write_parquet(ctx.layout.rejects(ctx.plan.run_id), reconciled.rejects)
     add_stage_stats(ctx.stages, written, counts)
     version = version_manifest(ctx, counts)
@@ -318,7 +318,6 @@ def write(ctx: RunContext, fragments: list[Fragment], live_hashes: pa.Table | No
 # ------------------------------------------------------------------------------------------
 
 def finish_version(ctx: RunContext, run_records: RunRecords, reconciled: Reconciled, live_hashes: pa.Table | None,
-                   stage_stats: dict[str, dict[str, Any]],
                    deletes: DeletePlan) -> tuple[dict[str, int], GateResult]:
     """Delete what the new version must not hold (never the chunks of unreadable files), write its hash
     manifest, count it and run the gate."""
@@ -332,7 +331,7 @@ def finish_version(ctx: RunContext, run_records: RunRecords, reconciled: Reconci
         version_rows = pa.concat_tables([reconciled.rows.select(["id", "hash", "file"]).cast(kept.schema), kept])
         records.write_hashes(ctx.storage, ctx.layout, collection, version_rows)
         hashes = records.hashes_as_dict(version_rows)
-        counts = count_rows(ctx.corpus.total_rows, run_records, reconciled, deleted, stage_stats,
+        counts = count_rows(ctx.corpus.total_rows, run_records, reconciled, deleted,
                             vectors.count(collection), text.count(collection), kept.num_rows)
         t0 = time.perf_counter()
         result = verify_version(ctx.cfg, counts, hashes, vectors, text, collection, ctx.plan.live_before)

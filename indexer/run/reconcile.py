@@ -8,7 +8,7 @@ file and row, so retried tasks never count twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -55,7 +55,8 @@ def merge_rejects(records_rejects: pa.Table, corpus: CorpusPlan, store_rejects: 
 
 
 class RecordWritten:
-    """Called by write tasks once every store acknowledged a block: records (file, row) as written."""
+    """Called by write tasks once every store acknowledged a block: records (file, row) as written, with
+    the row's token count and truncation flag (a resumed run sums them over every attempt)."""
 
     def __init__(self, storage: Storage, directory: str):
         self.storage = storage
@@ -63,7 +64,9 @@ class RecordWritten:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> None:
         t = pa.Table.from_arrays([pa.array(list(batch[schema.FILE]), pa.string()),
-                                  pa.array(batch[schema.ROW], pa.int64())], schema=WRITTEN_SCHEMA)
+                                  pa.array(batch[schema.ROW], pa.int64()),
+                                  pa.array(batch[schema.N_TOKENS], pa.int64()),
+                                  pa.array(batch[schema.TRUNCATED], pa.bool_())], schema=WRITTEN_SCHEMA)
         write_part(self.storage, self.directory, t)
 
 
@@ -135,7 +138,7 @@ def delete_stale(vstore: Store, tstore: Store, collection: str, reconciled: Reco
 
 
 def count_rows(input_rows: int, records: RunRecords, reconciled: Reconciled, deleted: int,
-               stage_stats: dict[str, Any], vector_count: int, text_count: int,
+               vector_count: int, text_count: int,
                kept_unreadable: int = 0) -> dict[str, int]:
     """The run manifest's counts: input, what each valid row became, rejects, tokens, store contents.
     ``input + kept_unreadable == indexed + rejected`` when the stores agree (README, "Running it unattended")."""
@@ -143,7 +146,6 @@ def count_rows(input_rows: int, records: RunRecords, reconciled: Reconciled, del
     states = rows.column("state").to_pylist()
     written_rows = {(f, r) for f, r, s in zip(rows.column("file").to_pylist(), rows.column("row").to_pylist(),
                                                states) if s != UNCHANGED}
-    tokenize = stage_stats.get("tokenize", {})
     return {
         "input": input_rows,
         "indexed": min(vector_count, text_count),
@@ -154,8 +156,8 @@ def count_rows(input_rows: int, records: RunRecords, reconciled: Reconciled, del
         "deleted": deleted,
         "rejected": reconciled.rejects.num_rows,
         "kept_unreadable": kept_unreadable,
-        "truncated": tokenize.get("truncated", 0),
-        "tokens": tokenize.get("tokens", 0),
+        "truncated": records.truncated,  # over every attempt of the run (the written records)
+        "tokens": records.tokens,
         "vector_store": vector_count,
         "text_store": text_count,
     }

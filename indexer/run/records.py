@@ -5,11 +5,12 @@ hold, so a retried task overwrites its own part instead of adding a second one):
 
 * ``rejects/part-*.parquet``: rows not indexed (id, file, row, reason)
 * ``rows/part-*.parquet``: valid rows with their hash and diff state (file, row, id, hash, state)
-* ``written/part-*.parquet``: rows acknowledged by every store (file, row)
+* ``written/part-*.parquet``: rows acknowledged by every store (file, row, tokens, truncated)
 
 A fragment (row group) is complete when every one of its rows is a reject or a valid row, and every
 valid row that needed writing was written. A resumed run skips complete fragments; counts at the
-end come from these records (unique by file and row), so retries never count twice.
+end come from these records (unique by file and row), so retries never count twice, and the tokens
+and truncated rows of a resumed run are those of every attempt.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..layout import Layout
 from ..schema import ROWS_SCHEMA, UNCHANGED, WRITTEN_SCHEMA
@@ -58,6 +60,8 @@ class RunRecords:
     rows: pa.Table  # unique valid rows: file, row, id, hash, state
     written: set[tuple[str, int]]
     rejects: pa.Table  # unique rejects: id, file, row, reason
+    tokens: int = 0  # tokens before truncation of the written rows (each row once, whichever attempt wrote it)
+    truncated: int = 0  # written rows that were truncated
 
     def completed_fragments(self, fragments) -> set[str]:
         """Keys of fragments whose rows are all accounted for and written where needed."""
@@ -92,10 +96,12 @@ def load_records(storage: Storage, layout: Layout, run_id: str) -> RunRecords:
     from .. import schema as sch
 
     rows = unique_rows(read_parts(storage, rows_dir(layout, run_id), ROWS_SCHEMA))
-    written_t = read_parts(storage, written_dir(layout, run_id), WRITTEN_SCHEMA)
+    written_t = unique_rows(read_parts(storage, written_dir(layout, run_id), WRITTEN_SCHEMA))
     written = set(zip(written_t.column("file").to_pylist(), written_t.column("row").to_pylist()))
     rejects = read_parts(storage, layout.rejects_parts(run_id), sch.REJECTS_SCHEMA)
-    return RunRecords(rows=rows, written=written, rejects=rejects)
+    tokens = pc.sum(written_t.column("tokens")).as_py() or 0
+    truncated = pc.sum(written_t.column("truncated").cast(pa.int64())).as_py() or 0
+    return RunRecords(rows=rows, written=written, rejects=rejects, tokens=int(tokens), truncated=int(truncated))
 
 
 # ------------------------------------------------------------------------------------------

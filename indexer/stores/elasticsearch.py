@@ -28,6 +28,11 @@ Analyzers, mirroring :mod:`indexer.analysis` (documents and queries use the fiel
   words of the embedded store. Bigrams need no dictionary and match any two-character sequence,
   so recall is higher and precision lower than with word segmentation (``smartcn`` or ``kuromoji``
   are plugins, not in every cluster).
+* ``multilingual``: standard tokenizer, ``cjk_width``, English possessive, lowercase, ``cjk_bigram``
+  (Han and hiragana; Hangul words and katakana runs kept whole, as the embedded store keeps them),
+  Lucene's English stopwords, Snowball English, tokens over 63 characters dropped. Words of
+  space-delimited scripts get the ``english`` terms; Han runs are overlapping bigrams (single
+  characters stand alone) where the embedded store has jieba words: the same trade as ``cjk``.
 * ``auto``: ``text`` and ``title`` use the English analyzer and carry a ``.cjk`` sub-field with the
   ``cjk`` analyzer; a query that is mostly CJK searches the sub-fields. The embedded store decides
   per document, this one per query: a CJK query also matches the CJK parts of English documents.
@@ -85,7 +90,8 @@ ITALIAN_ARTICLES = ["c", "l", "all", "dall", "dell", "nell", "sull", "coll", "pe
 
 
 def analysis_settings() -> dict[str, Any]:
-    """Custom analyzers (``indexer_english``, ``indexer_italian``, ``indexer_standard``); ``cjk`` is built in."""
+    """Custom analyzers (``indexer_english``, ``indexer_italian``, ``indexer_standard``,
+    ``indexer_multilingual``); ``cjk`` is built in."""
     return {
         "filter": {
             "indexer_max_length": {"type": "length", "max": 63},
@@ -95,6 +101,7 @@ def analysis_settings() -> dict[str, Any]:
             "indexer_italian_elision": {"type": "elision", "articles": ITALIAN_ARTICLES, "articles_case": True},
             "indexer_italian_stop": {"type": "stop", "stopwords": "_italian_"},
             "indexer_italian_stemmer": {"type": "stemmer", "language": "italian"},
+            "indexer_cjk_bigram": {"type": "cjk_bigram", "ignored_scripts": ["hangul", "katakana"]},
         },
         "analyzer": {
             "indexer_english": {
@@ -109,6 +116,11 @@ def analysis_settings() -> dict[str, Any]:
             },
             "indexer_standard": {"type": "custom", "tokenizer": "standard",
                                  "filter": ["lowercase", "indexer_max_length"]},
+            "indexer_multilingual": {
+                "type": "custom", "tokenizer": "standard",
+                "filter": ["cjk_width", "indexer_english_possessive", "lowercase", "indexer_cjk_bigram",
+                           "indexer_english_stop", "indexer_english_stemmer", "indexer_max_length"],
+            },
         },
     }
 
@@ -116,7 +128,8 @@ def analysis_settings() -> dict[str, Any]:
 def field_analyzer(analyzer: Analyzer) -> str:
     """The Elasticsearch analyzer of the ``text`` and ``title`` fields."""
     return {Analyzer.english: "indexer_english", Analyzer.italian: "indexer_italian",
-            Analyzer.standard: "indexer_standard", Analyzer.cjk: "cjk", Analyzer.auto: "indexer_english"}[analyzer]
+            Analyzer.standard: "indexer_standard", Analyzer.cjk: "cjk", Analyzer.auto: "indexer_english",
+            Analyzer.multilingual: "indexer_multilingual"}[analyzer]
 
 
 def index_body(cfg: TextStoreConfig) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import schema
-from ..analysis import prepare
+from ..analysis import PRETOKENIZED, prepare
 from ..config import TextStoreConfig
 from ..schema import Hit
 from .base import TextStore, WriteResult
@@ -40,7 +40,8 @@ class TantivyTextStore(TextStore):
 
     # -- index ----------------------------------------------------------------------------
     def _tokenizer(self) -> str:
-        return "ws_lower" if self.analyzer in ("cjk", "auto") else f"an_{self.analyzer}"
+        """Pre-tokenized analyzers (and ``auto``, which may pick one) index space-joined terms as they are."""
+        return "ws_lower" if self.analyzer in (*PRETOKENIZED, "auto") else f"an_{self.analyzer}"
 
     def _schema(self):
         import tantivy as t

@@ -50,6 +50,7 @@ def run_sweep(searcher: Searcher, queries: dict[str, str], qrels: Qrels, axes: d
     found = encode_queries(searcher, queries, qids, lexical, depth, dense_dim=full_dim)
     qvecs = {q: eq.dense for q, eq in found.encoded.items()}
     coverage = {q: eq.coverage for q, eq in found.encoded.items()}
+    empty = {q: eq.empty for q, eq in found.encoded.items()}
     hits, lat, encode_s = found.hits, found.seconds, found.encode_seconds
     say(f"{len(qids)} queries encoded; {', '.join(lexical)} lists from the index")
 
@@ -72,11 +73,11 @@ def run_sweep(searcher: Searcher, queries: dict[str, str], qrels: Qrels, axes: d
             for qid in qids:
                 per_mode = {"dense": dense_hits[qid], **{m: hits[m][qid] for m in lexical}}
                 t = time.perf_counter()
-                fused[qid] = fuse(per_mode, depth, fs, coverage[qid])
-                used = fs.fused_modes(coverage[qid])
+                fused[qid] = fuse(per_mode, depth, fs, coverage[qid], empty[qid])
+                used = fs.fused_modes(coverage[qid], empty[qid])
                 fl.append(time.perf_counter() - t + (dense_lat[qid] if "dense" in used else 0.0)
                           + sum(lat[m][qid] for m in lexical if m in used))
-            low = sum(1 for q in qids if fs.fused_modes(coverage[q]) != fs.modes)
+            low = sum(1 for q in qids if fs.fused_modes(coverage[q], empty[q]) != fs.modes)
             rows.append({"mode": "hybrid", **common, **fs.describe(), **evaluate(_run(fused), qrels, k), **_lat(fl),
                          "low_coverage_queries": low})
         say(f"dense {ds.label}: done")
