@@ -42,7 +42,7 @@ def bm25_only(dataset: str, analyzer: str, queries: Path, qrels: Path) -> dict[s
 
     from indexer import schema
     from indexer.config import TextStoreConfig
-    from indexer.eval import _as_run, evaluate, load_qrels, load_queries
+    from indexer.eval import as_run, evaluate, load_qrels, load_queries
     from indexer.stores.tantivy_text import TantivyTextStore
 
     t = pq.read_table(DATA_OUT / f"{dataset}.parquet", columns=["id", "title", "text"]).to_pydict()
@@ -58,7 +58,7 @@ def bm25_only(dataset: str, analyzer: str, queries: Path, qrels: Path) -> dict[s
         qs = load_queries(queries)
         hits = {q: st.search_bm25("c", qs[q], 100) for q in qr if q in qs}
         st.close()
-    return evaluate(_as_run(hits), qr, 10)
+    return evaluate(as_run(hits), qr, 10)
 
 
 def _subsample(queries: Path, qrels: Path, n: int | None, out: Path) -> tuple[Path, Path, int]:

@@ -88,7 +88,7 @@ def evaluate(run: Run, qrels: Qrels, k: int = 10) -> dict[str, float]:
     }
 
 
-def _as_run(hits_by_query: Mapping[str, Iterable]) -> Run:
+def as_run(hits_by_query: Mapping[str, Iterable]) -> Run:
     out: Run = {}
     for qid, hits in hits_by_query.items():
         hits = list(hits)
@@ -126,7 +126,7 @@ def run_eval(searcher: Searcher, queries: dict[str, str], qrels: Qrels, k: int =
     results: dict[str, Any] = {"modes": {}, "queries": len(qids), "k": k}
     for m in base:
         if m in modes:
-            results["modes"][m] = evaluate(_as_run(per_mode[m]), qrels, k) | {
+            results["modes"][m] = evaluate(as_run(per_mode[m]), qrels, k) | {
                 "latency_ms_p50": round(1000 * percentile(latency[m], 50), 3),
                 "latency_ms_p95": round(1000 * percentile(latency[m], 95), 3),
             }
@@ -136,7 +136,7 @@ def run_eval(searcher: Searcher, queries: dict[str, str], qrels: Qrels, k: int =
             fused[qid] = searcher.fuse({m: per_mode[m][qid] for m in base if m in s.modes}, depth, s, coverage[qid],
                                        empty[qid])
         lat = [sum(latency[m][i] for m in base if m in s.fused_modes(coverage[q], empty[q])) for i, q in enumerate(qids)]
-        results["modes"][name] = evaluate(_as_run(fused), qrels, k) | {
+        results["modes"][name] = evaluate(as_run(fused), qrels, k) | {
             "latency_ms_p50": round(1000 * percentile(lat, 50), 3),
             "latency_ms_p95": round(1000 * percentile(lat, 95), 3),
             **s.describe(),
