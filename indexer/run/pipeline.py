@@ -35,8 +35,8 @@ from ..stores.factory import text_store_factory, vector_store_factory
 from . import records
 from .guard import DeletePlan, GuardVerdict, RunRefused, assess, check_deletes
 from .placement import EncodePlacement, cluster_resources, encode_on, init_ray, plan_placement
-from .plan import (DenseDims, RunPlan, calibrate_dense, corpus_bm25, decide, dense_dims, stored_versions,
-                   vector_spec)
+from .plan import (DenseDims, RunPlan, calibrate_dense, corpus_bm25, decide, dense_dims, export_on_cluster,
+                   export_texts, stored_versions, vector_spec)
 from .publish import publish
 from .reconcile import Reconciled, RecordWritten, count_rows, delete_stale, kept_rows, reconcile
 from .records import RunRecords
@@ -72,6 +72,7 @@ class RunContext:
     started: float  # wall-clock start (time.time())
     stages: dict[str, Any] = field(default_factory=dict)
     progress: Callable[[dict[str, dict[str, Any]], int], None] | None = None  # (stage stats, input rows)
+    export_texts: tuple[str, ...] | None = None  # int8 OpenVINO calibration texts (see prepare_encoder)
 
 
 @dataclass
@@ -101,6 +102,7 @@ def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
     ctx.progress = progress
     live_hashes = load_live_hashes(ctx)
     deletes, verdict = check_guard(ctx, live_hashes, allow_deletes)  # before anything is written
+    prepare_encoder(ctx)
     calibrate(ctx)
     record_start(ctx)
     todo, skipped = pending_fragments(ctx)
@@ -164,13 +166,24 @@ def prepare(cfg: JobConfig, *, full: bool, store_factories: tuple | None) -> Run
                       run_plan, started, stages)
 
 
+def prepare_encoder(ctx: RunContext) -> None:
+    """CPU encoders running OpenVINO: the export exists in the cache before any encode (made here,
+    in a task on the cluster, when missing); int8 reads its calibration texts from the corpus."""
+    t0 = time.perf_counter()
+    ctx.export_texts = export_texts(ctx.cfg, ctx.corpus, ctx.placement)
+    done = export_on_cluster(ctx.cfg, ctx.placement, ctx.export_texts)
+    if done:
+        ctx.stages["dense_export"] = {**done, "seconds": _since(t0)}
+
+
 def calibrate(ctx: RunContext) -> None:
     """A new full build computes BM25 parameters and dense quantization ranges from a sample of the
     corpus; an incremental or resumed run keeps the ones its plan carries."""
     t0 = time.perf_counter()
     if not ctx.plan.resumed and ctx.plan.mode == "full":
         ctx.plan.bm25 = corpus_bm25(ctx.cfg, ctx.corpus)
-        ctx.plan.calibration = calibrate_dense(ctx.cfg, ctx.corpus, ctx.placement, ctx.dims.stored, ctx.storage)
+        ctx.plan.calibration = calibrate_dense(ctx.cfg, ctx.corpus, ctx.placement, ctx.dims.stored, ctx.storage,
+                                               ctx.export_texts)
     ctx.stages["calibrate"] = {"seconds": _since(t0)}
 
 
@@ -278,7 +291,7 @@ def chunk_dataset(ctx: RunContext, fragments: list[Fragment], live_ref: Any, rep
                   reporter).apply(ds, num_cpus=cpus)
     encode_spec = EncodeSpec.from_config(cfg, device=ctx.placement.device, torch_threads=ctx.placement.torch_threads,
                                          dim=ctx.dims.stored, quantization=ctx.spec.quantization,
-                                         calibration=ctx.plan.calibration)
+                                         calibration=ctx.plan.calibration, export_texts=ctx.export_texts)
     return encode_on(ctx.placement, ds, encode_spec, cfg.encode.block_rows, reporter)
 
 
