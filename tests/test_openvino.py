@@ -161,6 +161,8 @@ def test_run_manifest_records_setting_and_exports_before_encoding(tiny, tmp_path
     assert set(enc["dense_setting"].values()) == {expected} and enc["dense_setting"].keys() == set(enc["nodes"])
     assert m["stages"]["dense_export"]["setting"] == expected and m["stages"]["dense_export"]["exported"]
     assert len(list(cache.glob("*/model.xml"))) == 1
+    rerun = run(load_config("configs/local.yaml", sets))  # nothing to encode: no export, not even a cache check
+    assert rerun["mode"] == "incremental" and rerun["counts"]["encoded"] == 0 and "dense_export" not in rerun["stages"]
     # int8 calibrates on corpus texts; a second full run finds the export in the cache
     int8 = [*sets, "dense.precision=int8", f"index.dir={tmp_path / 'index8'}"]
     m8 = run(load_config("configs/local.yaml", int8))

@@ -165,12 +165,18 @@ def export_on_cluster(cfg: JobConfig, placement: EncodePlacement, texts: tuple[s
     return ray.get(ray.remote(export_dense).options(num_cpus=placement.num_cpus).remote(spec))
 
 
+def needs_dense_calibration(cfg: JobConfig) -> bool:
+    """Whether a full build encodes a sample first for the stored vectors' quantization ranges."""
+    q = cfg.dense.quantization
+    return not (q == Quantization.none or (q == Quantization.binary and not cfg.dense.rescore))
+
+
 def calibrate_dense(cfg: JobConfig, corpus: CorpusPlan, placement: EncodePlacement, dim: int, storage: Storage,
                     texts: tuple[str, ...] | None = None) -> dict | None:
     """Per-dimension ranges for int8/uint8 (and binary rescoring) from a sample of the corpus."""
-    q = cfg.dense.quantization
-    if q == Quantization.none or (q == Quantization.binary and not cfg.dense.rescore):
+    if not needs_dense_calibration(cfg):
         return None
+    q = cfg.dense.quantization
     kind = "uint8" if q == Quantization.uint8 else "int8"
     need, frags = 0, []
     for f in corpus.fragments:
