@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,6 +13,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# OpenVINO exports (dense.backend=auto on CPU) of the session go to a temporary cache, not ~/.cache.
+os.environ.setdefault("INDEXER_CACHE_DIR", tempfile.mkdtemp(prefix="indexer-test-cache-"))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -49,7 +52,8 @@ def ray_local():
 
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **S3_TEST_ENV}})
+                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                                   "INDEXER_CACHE_DIR": os.environ["INDEXER_CACHE_DIR"], **S3_TEST_ENV}})
     yield ray
     ray.shutdown()
 

@@ -169,6 +169,9 @@ def test_bench_profile_drives_the_estimate(tmp_path):
     assert prof["gpu_type"] == "cpu" and prof["tokens_per_s"] > 0 and prof["seq_eff"] > 0
     assert prof["flops_per_s"] == pytest.approx(prof["tokens_per_s"] * prof["flops_per_token"])
     assert prof["passes"] >= 1 and prof["tokens_per_s_mean"] > 0
+    from indexer.encoders.openvino import cpu_flags, native_bf16
+
+    assert prof["dense_setting"] == ("openvino/bf16" if native_bf16(cpu_flags()) else "openvino/fp32")
     path = save_profile(cfg, prof)
     assert path == tmp_path / "profiles.json"
     est = estimate(cfg)

@@ -12,6 +12,10 @@ BERT-class models run unpadded (variable-length sequences packed into one row); 
 attention on length-bucketed batches, where padding is small. ``backend="compile"`` or
 ``"cudagraphs"`` adds ``torch.compile`` per bucketed shape (widths rounded up, row counts
 bucketed), off by default: measure speed and quality on a GPU before turning it on.
+
+On CPU, ``backend="openvino"`` (and ``auto``, the config's default) runs an OpenVINO export of the
+model instead (:mod:`indexer.encoders.openvino`): fp32, bf16 or NNCF int8, same batching and
+post-processing.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from .batching import (COMPILE_WIDTH_MULTIPLE, CUDA_WIDTH_MULTIPLE, ForwardPass,
 log = logging.getLogger(__name__)
 
 ATTENTION_CHOICES = ("auto", "sdpa", "flash_attention_2", "eager")
-BACKEND_CHOICES = ("torch", "compile", "cudagraphs")
+BACKEND_CHOICES = ("auto", "torch", "compile", "cudagraphs", "openvino")
 COMPILE_RECOMPILE_LIMIT = 256  # torch._dynamo's per-function limit is 8 shapes; bucketing needs more
 
 
@@ -138,16 +142,20 @@ class DenseModel:
     ``attention`` is passed to transformers as ``attn_implementation`` (``auto``: see
     :func:`resolve_attention`); ``backend`` is ``torch`` (eager), ``compile`` (``torch.compile``,
     ``dynamic=False``, one compilation per bucketed shape) or ``cudagraphs`` (the same with CUDA
-    graphs, GPU only). ``real_tokens`` and ``padding_tokens`` count what the device computed.
+    graphs, GPU only), ``openvino`` (CPU: an OpenVINO export at ``precision``) or ``auto``
+    (:func:`indexer.encoders.openvino.choose_setting`; ``setting`` says what was chosen). Exports
+    live under ``cache_dir``; an int8 export not cached yet calibrates on ``calibration_texts``.
+    ``real_tokens`` and ``padding_tokens`` count what the device computed.
     """
 
     def __init__(self, model_ref: str, device: str = "auto", dtype: str = "auto",
                  max_seq_length: int | None = None, torch_threads: int | None = None,
-                 attention: str = "auto", backend: str = "torch"):
+                 attention: str = "auto", backend: str = "torch", precision: str = "auto",
+                 cache_dir: str | None = None, calibration_texts: Sequence[str] | None = None):
         import torch
-        from sentence_transformers import SentenceTransformer
 
-        from .models import ModelError, resolve_model, tokenizer_info
+        from . import openvino as ov
+        from .models import tokenizer_info
 
         if backend not in BACKEND_CHOICES:
             raise ValueError(f"unknown dense backend {backend!r}; allowed: {', '.join(BACKEND_CHOICES)}")
@@ -158,8 +166,48 @@ class DenseModel:
         if backend == "cudagraphs" and not self.cuda:
             raise ValueError("dense.backend=cudagraphs needs a CUDA device; use torch or compile on CPU")
         self.model_ref = model_ref
-        self.backend = backend
+        self.setting = ov.choose_setting(backend, precision, dtype, self.device, ov.cpu_flags())
+        self.backend = self.setting.backend
         self.info = tokenizer_info(model_ref, max_seq_length)
+        self.padding_tokens = 0
+        self.real_tokens = 0
+        self.ov: ov.OpenVINOEncoder | None = None
+        if self.backend == "openvino":
+            self._load_openvino(cache_dir, calibration_texts, torch_threads)
+            return
+        self._load_torch(dtype, attention)
+
+    def _load_openvino(self, cache_dir: str | None, calibration_texts: Sequence[str] | None,
+                       threads: int | None) -> None:
+        import torch
+
+        from . import openvino as ov
+        from .models import resolve_model
+        from .tokens import tokenize_texts
+
+        precision = self.setting.precision
+        calibration = None
+        if precision == "int8" and calibration_texts:
+            limit = min(ov.INT8_SEQ_LENGTH, self.info.max_seq_length)
+            calibration, _, _, _ = tokenize_texts(list(calibration_texts), self.model_ref, limit)
+        self.export_path, self.exported = ov.ensure_export(resolve_model(self.model_ref), precision,
+                                                           ov.cache_root(cache_dir), calibration, self.info.pad_id)
+        self.ov = ov.OpenVINOEncoder(self.export_path, precision, threads)
+        self.model = None
+        self.torch_dtype = torch.float32
+        self.attention = "openvino"
+        self.full_dim = self.ov.dim
+        self.flatten = False
+        self.position_offset = 0
+        self.width_multiple = 1
+
+    def _load_torch(self, dtype: str, attention: str) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        from .models import ModelError, resolve_model
+
+        model_ref, backend = self.model_ref, self.backend
         self.torch_dtype = resolve_dtype(dtype, self.device)
         self.attention = resolve_attention(attention, self.device, self.torch_dtype, backend)
         kwargs: dict[str, Any] = {"attn_implementation": self.attention}
@@ -185,15 +233,13 @@ class DenseModel:
         # Unpadded (packed) batches: sentence-transformers decides (FlashAttention-2 varlen available).
         self.flatten = backend == "torch" and bool(getattr(first, "can_flatten_inputs", False))
         self.position_offset = int(getattr(first, "_flatten_position_offset", 0) or 0)
-        self.width_multiple = (COMPILE_WIDTH_MULTIPLE if backend != "torch"
+        self.width_multiple = (COMPILE_WIDTH_MULTIPLE if backend in ("compile", "cudagraphs")
                                else CUDA_WIDTH_MULTIPLE if self.cuda else 1)
-        if backend != "torch":
+        if backend in ("compile", "cudagraphs"):
             self._compile(first)
         if self.cuda:
             self._h2d = torch.cuda.Stream(device=self.device)
             self._d2h = torch.cuda.Stream(device=self.device)
-        self.padding_tokens = 0
-        self.real_tokens = 0
 
     def _compile(self, first) -> None:
         import torch
@@ -215,7 +261,7 @@ class DenseModel:
         if self.flatten:
             return plan_shapes(lengths, batch_tokens)
         return plan_shapes(lengths, batch_tokens, width_multiple=self.width_multiple,
-                           max_width=self.info.max_seq_length, bucket_rows=self.backend != "torch")
+                           max_width=self.info.max_seq_length, bucket_rows=self.backend in ("compile", "cudagraphs"))
 
     # -- one batch: host features, copy to device ---------------------------------------------
     def _host_features(self, ids: Sequence[np.ndarray], b: ForwardPass) -> dict[str, Any]:
@@ -252,6 +298,8 @@ class DenseModel:
     def _forward(self, feats: dict[str, Any], n: int):
         import torch
 
+        if self.ov is not None:
+            return torch.from_numpy(self.ov(feats["input_ids"].numpy(), feats["attention_mask"].numpy())[:n])
         if self.backend == "cudagraphs":
             torch.compiler.cudagraph_mark_step_begin()
         return self.model(feats)["sentence_embedding"][:n]

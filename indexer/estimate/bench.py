@@ -31,9 +31,11 @@ def _device_key(cfg: JobConfig, device: str, name: str) -> str:
 def bench_throughput(cfg: JobConfig, rows: int = 512, seconds: float = 20.0) -> dict[str, Any]:
     """Measure tokens/s of the configured model on this machine's device; saved by ``indexer bench``.
 
-    Same code path as the encode stage (pre-tokenized ids, token-budget batches, the run's thread
-    count on CPU) on a sample of the configured corpus, after a warm-up pass; passes of one
-    forward batch each for at least ``seconds``, and the median pass is the profile.
+    Same code path and dense setting as the encode stage (backend and precision chosen as a run's
+    actors choose them, e.g. OpenVINO bf16 on a CPU with native bf16; ``dense_setting`` in the
+    profile; pre-tokenized ids, token-budget batches, the run's thread count on CPU) on a sample
+    of the configured corpus, after a warm-up pass; passes of one forward batch each for at least
+    ``seconds``, and the median pass is the profile.
     """
     import torch
 
@@ -49,7 +51,9 @@ def bench_throughput(cfg: JobConfig, rows: int = 512, seconds: float = 20.0) -> 
     placement = plan_placement(cfg, {"CPU": cores}, [{"CPU": cores}])
     threads = placement.torch_threads or int(cores)
     model = DenseModel(cfg.dense.model, device, cfg.dense.dtype, cfg.dense.max_seq_length,
-                       threads if device == "cpu" else None)
+                       threads if device == "cpu" else None, cfg.dense.attention, cfg.dense.backend,
+                       cfg.dense.precision, cfg.dense.cache_dir,
+                       texts if cfg.dense.precision == "int8" else None)  # the setting a run's actors choose
     ids, _, _, _ = tokenize_texts(texts, cfg.dense.model, cfg.dense.max_seq_length)
     # Length-sorted slices of about one forward pass each, like the batches of a large block, so
     # the clock is checked often and padding stays what the pipeline sees.
@@ -85,4 +89,5 @@ def bench_throughput(cfg: JobConfig, rows: int = 512, seconds: float = 20.0) -> 
             "tokens_per_s_mean": sum(measured) / elapsed, "passes": passes,
             "device": name, "threads": threads if device == "cpu" else None, "rows": len(measured),
             "seconds": round(elapsed, 2), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "model": cfg.dense.model, "dtype": cfg.dense.dtype, "gpu_type": _device_key(cfg, device, name)}
+            "model": cfg.dense.model, "dtype": cfg.dense.dtype, "gpu_type": _device_key(cfg, device, name),
+            "dense_setting": model.setting.label}

@@ -35,8 +35,8 @@ from ..stores.factory import text_store_factory, vector_store_factory
 from . import records
 from .guard import DeletePlan, GuardVerdict, RunRefused, assess, check_deletes
 from .placement import EncodePlacement, cluster_resources, encode_on, init_ray, plan_placement
-from .plan import (DenseDims, RunPlan, calibrate_dense, corpus_bm25, decide, dense_dims, stored_versions,
-                   vector_spec)
+from .plan import (DenseDims, RunPlan, calibrate_dense, corpus_bm25, decide, dense_dims, export_on_cluster,
+                   export_texts, needs_dense_calibration, stored_versions, vector_spec)
 from .publish import publish
 from .reconcile import Reconciled, RecordWritten, count_rows, delete_stale, kept_rows, reconcile
 from .records import RunRecords
@@ -72,6 +72,7 @@ class RunContext:
     started: float  # wall-clock start (time.time())
     stages: dict[str, Any] = field(default_factory=dict)
     progress: Callable[[dict[str, dict[str, Any]], int], None] | None = None  # (stage stats, input rows)
+    export_texts: tuple[str, ...] | None = None  # int8 OpenVINO calibration texts (plan.export_texts)
 
 
 @dataclass
@@ -101,6 +102,7 @@ def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
     ctx.progress = progress
     live_hashes = load_live_hashes(ctx)
     deletes, verdict = check_guard(ctx, live_hashes, allow_deletes)  # before anything is written
+    ctx.export_texts = export_texts(ctx.cfg, ctx.corpus, ctx.placement)
     calibrate(ctx)
     record_start(ctx)
     todo, skipped = pending_fragments(ctx)
@@ -164,13 +166,30 @@ def prepare(cfg: JobConfig, *, full: bool, store_factories: tuple | None) -> Run
                       run_plan, started, stages)
 
 
+def prepare_encoder(ctx: RunContext) -> float:
+    """Before the first encode of a run (once): CPU encoders running OpenVINO find the export in the
+    cache (made here, by a task on the cluster, when missing; int8 calibrates on ``ctx.export_texts``).
+    Recorded as ``stages.dense_export``; returns its seconds (0 when already done or not OpenVINO)."""
+    if "dense_export" in ctx.stages:
+        return 0.0
+    t0 = time.perf_counter()
+    done = export_on_cluster(ctx.cfg, ctx.placement, ctx.export_texts)
+    if not done:
+        return 0.0
+    ctx.stages["dense_export"] = {**done, "seconds": _since(t0)}
+    return time.perf_counter() - t0
+
+
 def calibrate(ctx: RunContext) -> None:
     """A new full build computes BM25 parameters and dense quantization ranges from a sample of the
     corpus; an incremental or resumed run keeps the ones its plan carries."""
     t0 = time.perf_counter()
     if not ctx.plan.resumed and ctx.plan.mode == "full":
         ctx.plan.bm25 = corpus_bm25(ctx.cfg, ctx.corpus)
-        ctx.plan.calibration = calibrate_dense(ctx.cfg, ctx.corpus, ctx.placement, ctx.dims.stored, ctx.storage)
+        if needs_dense_calibration(ctx.cfg):
+            t0 += prepare_encoder(ctx)  # the export is not calibration time
+        ctx.plan.calibration = calibrate_dense(ctx.cfg, ctx.corpus, ctx.placement, ctx.dims.stored, ctx.storage,
+                                               ctx.export_texts)
     ctx.stages["calibrate"] = {"seconds": _since(t0)}
 
 
@@ -278,7 +297,7 @@ def chunk_dataset(ctx: RunContext, fragments: list[Fragment], live_ref: Any, rep
                   reporter).apply(ds, num_cpus=cpus)
     encode_spec = EncodeSpec.from_config(cfg, device=ctx.placement.device, torch_threads=ctx.placement.torch_threads,
                                          dim=ctx.dims.stored, quantization=ctx.spec.quantization,
-                                         calibration=ctx.plan.calibration)
+                                         calibration=ctx.plan.calibration, export_texts=ctx.export_texts)
     return encode_on(ctx.placement, ds, encode_spec, cfg.encode.block_rows, reporter)
 
 
@@ -298,6 +317,8 @@ def write(ctx: RunContext, fragments: list[Fragment], live_hashes: pa.Table | No
         if fragments and live_ref is not None:
             fragments = fragments_to_encode(ctx, fragments, live_ref, reporter)
             read_reporter = StageReporter()  # the diff pass counted reading, validation and diff
+        if fragments:  # something to encode: the export first, outside the pipeline's time
+            t0 += prepare_encoder(ctx)
         ds = chunk_dataset(ctx, fragments, live_ref, reporter, read_reporter)
         sink = make_datasink(
             [("vectors", ctx.vector_store, ctx.plan.collection), ("text", ctx.text_store, ctx.plan.collection)],

@@ -136,11 +136,47 @@ def corpus_bm25(cfg: JobConfig, corpus: CorpusPlan) -> dict[str, Any] | None:
     return bm25_params(cfg, read_valid_rows(corpus, cfg.corpus, BM25_SAMPLE_ROWS))
 
 
-def calibrate_dense(cfg: JobConfig, corpus: CorpusPlan, placement: EncodePlacement, dim: int, storage: Storage) -> dict | None:
-    """Per-dimension ranges for int8/uint8 (and binary rescoring) from a sample of the corpus."""
-    q = cfg.dense.quantization
-    if q == Quantization.none or (q == Quantization.binary and not cfg.dense.rescore):
+def export_texts(cfg: JobConfig, corpus: CorpusPlan, placement: EncodePlacement) -> tuple[str, ...] | None:
+    """Corpus texts an int8 OpenVINO export calibrates on (a seeded sample of valid rows, read on the
+    driver); None unless CPU encoders may run OpenVINO int8."""
+    from ..encoders.openvino import CALIBRATION_TEXTS
+    from ..encoders.tokens import document_texts
+
+    d = cfg.dense
+    if placement.device != "cpu" or d.precision != "int8" or d.backend not in ("auto", "openvino"):
         return None
+    sample = read_valid_rows(corpus, cfg.corpus, CALIBRATION_TEXTS, seed=0)
+    if not sample or not len(sample[schema.ID]):
+        return None
+    return tuple(document_texts(sample, d.document_prefix))
+
+
+def export_on_cluster(cfg: JobConfig, placement: EncodePlacement, texts: tuple[str, ...] | None) -> dict[str, Any]:
+    """The OpenVINO export (when the CPU encoders run OpenVINO) made by a task with the encoder's
+    CPUs, on the cluster, before anything is encoded; other nodes export when their actor starts."""
+    import ray
+
+    from ..stages.encode import export_dense
+
+    if placement.device != "cpu" or cfg.dense.backend not in ("auto", "openvino"):
+        return {}
+    spec = EncodeSpec.from_config(cfg, device=placement.device, torch_threads=placement.torch_threads, dim=None,
+                                  quantization="none", calibration=None, export_texts=texts)
+    return ray.get(ray.remote(export_dense).options(num_cpus=placement.num_cpus).remote(spec))
+
+
+def needs_dense_calibration(cfg: JobConfig) -> bool:
+    """Whether a full build encodes a sample first for the stored vectors' quantization ranges."""
+    q = cfg.dense.quantization
+    return not (q == Quantization.none or (q == Quantization.binary and not cfg.dense.rescore))
+
+
+def calibrate_dense(cfg: JobConfig, corpus: CorpusPlan, placement: EncodePlacement, dim: int, storage: Storage,
+                    texts: tuple[str, ...] | None = None) -> dict | None:
+    """Per-dimension ranges for int8/uint8 (and binary rescoring) from a sample of the corpus."""
+    if not needs_dense_calibration(cfg):
+        return None
+    q = cfg.dense.quantization
     kind = "uint8" if q == Quantization.uint8 else "int8"
     need, frags = 0, []
     for f in corpus.fragments:
@@ -154,7 +190,7 @@ def calibrate_dense(cfg: JobConfig, corpus: CorpusPlan, placement: EncodePlaceme
     ds = Tokenize(cfg.dense.model, cfg.dense.max_seq_length, cfg.dense.document_prefix, None).apply(
         ds, num_cpus=placement.task_cpus)
     spec = EncodeSpec.from_config(cfg, device=placement.device, torch_threads=placement.torch_threads, dim=dim,
-                                  quantization="none", calibration=None).dense_only()
+                                  quantization="none", calibration=None, export_texts=texts).dense_only()
     ds = encode_on(placement, ds, spec, cfg.encode.block_rows, reporter)
     vecs = [b[schema.DENSE] for b in ds.select_columns([schema.DENSE]).iter_batches(batch_format="numpy")]
     sample = np.concatenate(vecs) if vecs else np.zeros((0, dim), np.float32)

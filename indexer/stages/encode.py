@@ -48,10 +48,13 @@ class EncodeSpec:
     document_prefix: str = ""
     splade_model: str | None = None
     splade_max_seq_length: int | None = None
+    precision: str = "auto"  # OpenVINO precision (backend openvino / auto on CPU)
+    cache_dir: str | None = None  # OpenVINO exports; None = the default cache on each node
+    export_texts: tuple[str, ...] | None = None  # int8: corpus texts a node without the export calibrates on
 
     @classmethod
     def from_config(cls, cfg: JobConfig, *, device: str, torch_threads: int | None, dim: int | None, quantization: str,
-                    calibration: dict[str, Any] | None) -> "EncodeSpec":
+                    calibration: dict[str, Any] | None, export_texts: tuple[str, ...] | None = None) -> "EncodeSpec":
         """The spec of a run: model settings from ``cfg``, device and threads from the placement."""
         return cls(
             model=cfg.dense.model,
@@ -59,6 +62,9 @@ class EncodeSpec:
             dtype=cfg.dense.dtype,
             attention=cfg.dense.attention,
             backend=cfg.dense.backend,
+            precision=cfg.dense.precision,
+            cache_dir=cfg.dense.cache_dir,
+            export_texts=export_texts,
             max_seq_length=cfg.dense.max_seq_length,
             torch_threads=torch_threads,
             batch_tokens=cfg.encode.tokens_per_batch(device),
@@ -95,7 +101,7 @@ class Encode(Stage):
         t0 = time.perf_counter()
         spec = self.spec
         self.model = DenseModel(spec.model, spec.device, spec.dtype, spec.max_seq_length, spec.torch_threads,
-                                spec.attention, spec.backend)
+                                spec.attention, spec.backend, spec.precision, spec.cache_dir, spec.export_texts)
         cal = spec.calibration
         self.calibration = Calibration.from_json(cal) if isinstance(cal, dict) else cal
         self.post = Postprocess(spec.dim, spec.quantization, self.calibration, spec.rescore)
@@ -104,9 +110,16 @@ class Encode(Stage):
             from ..encoders.sparse import SpladeModel
 
             self.splade = SpladeModel(spec.splade_model, self.model.device, spec.splade_max_seq_length)
-        log.info("encoder ready on %s (%s, attention %s, backend %s) in %.1fs", self.model.device,
-                 str(self.model.torch_dtype).removeprefix("torch."), self.model.attention, self.model.backend,
-                 time.perf_counter() - t0)
+        log.info("encoder ready on %s (%s, %s, attention %s) in %.1fs", self.model.device, self.dense_setting,
+                 str(self.model.torch_dtype).removeprefix("torch."), self.model.attention, time.perf_counter() - t0)
+
+    @property
+    def dense_setting(self) -> str:
+        """What this actor's dense model runs, e.g. ``openvino/bf16`` or ``torch/float32``."""
+        s = self.model.setting
+        if s.backend == "openvino":
+            return s.label
+        return f"{s.backend}/{str(self.model.torch_dtype).removeprefix('torch.')}"
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         n = len(batch[schema.ID])
@@ -123,7 +136,33 @@ class Encode(Stage):
             del batch[schema.INPUT_IDS]
             extra["tokens"] = self.model.real_tokens - real0
             extra["padding_tokens"] = self.model.padding_tokens - pad0
+            extra["dense_setting"] = self.dense_setting
         return batch
+
+
+def export_dense(spec: EncodeSpec) -> dict[str, Any]:
+    """The dense setting this node runs for ``spec``, exporting the OpenVINO model into the cache
+    when that setting is OpenVINO and the export is missing (nothing is loaded for torch settings).
+    Run before the encode stage, so no timed stage pays for an export."""
+    from ..encoders import openvino as ov
+    from ..encoders.models import resolve_model, tokenizer_info
+    from ..encoders.tokens import tokenize_texts
+
+    t0 = time.perf_counter()
+    device = "cuda" if spec.device.startswith("cuda") else "cpu"
+    setting = ov.choose_setting(spec.backend, spec.precision, spec.dtype, device, ov.cpu_flags())
+    out: dict[str, Any] = {"setting": setting.label, "exported": False}
+    if setting.backend == "openvino":
+        info = tokenizer_info(spec.model, spec.max_seq_length)
+        calibration = None
+        if setting.precision == "int8" and spec.export_texts:
+            limit = min(ov.INT8_SEQ_LENGTH, info.max_seq_length)
+            calibration, _, _, _ = tokenize_texts(list(spec.export_texts), spec.model, limit)
+        xml, out["exported"] = ov.ensure_export(resolve_model(spec.model), setting.precision,
+                                                ov.cache_root(spec.cache_dir), calibration, info.pad_id)
+        out["export"] = xml.parent.name
+    out["seconds"] = round(time.perf_counter() - t0, 3)
+    return out
 
 
 def encode_stage(ds: Any, spec: EncodeSpec, *, block_rows: int, workers: int, max_workers: int, num_cpus: float,

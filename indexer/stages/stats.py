@@ -22,7 +22,7 @@ class StageStats:
         self._stages: dict[str, dict[str, Any]] = {}
 
     def record(self, stage: str, rows: int, seconds: float, start: float, end: float, node: str,
-               extra: dict[str, float] | None = None) -> None:
+               extra: dict[str, float | str] | None = None) -> None:
         s = self._stages.setdefault(
             stage, {"rows": 0, "busy_seconds": 0.0, "start": start, "end": end, "nodes": set(), "extra": {}}
         )
@@ -32,7 +32,10 @@ class StageStats:
         s["end"] = max(s["end"], end)
         s["nodes"].add(node)
         for k, v in (extra or {}).items():
-            s["extra"][k] = s["extra"].get(k, 0) + v
+            if isinstance(v, str):  # a per-node setting (e.g. the dense backend chosen there): kept per node
+                s["extra"].setdefault(k, {})[node] = v
+            else:
+                s["extra"][k] = s["extra"].get(k, 0) + v
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -44,7 +47,8 @@ class StageStats:
                 "busy_seconds": round(s["busy_seconds"], 4),
                 "rows_per_s": round(s["rows"] / wall, 2),
                 "nodes": sorted(s["nodes"]),
-                **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in s["extra"].items()},
+                **{k: (round(v, 4) if isinstance(v, float) else dict(sorted(v.items())) if isinstance(v, dict) else v)
+                   for k, v in s["extra"].items()},
             }
         return out
 
