@@ -118,7 +118,7 @@ def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonO
     if refused is not None:
         err.print(str(refused), style="red", markup=False, soft_wrap=True)
         if json_out:
-            _emit_json({"status": "refused", "reason": str(refused), "guard": refused.verdict.to_json()})
+            _emit_json(refused.to_json())
         raise typer.Exit(exit_codes.REFUSED)
     for f in manifest.get("unreadable_files", []):
         err.print(f"unreadable, its {f['kept_rows']} live chunks kept: {f['file']}: {f['reason']}",
@@ -410,10 +410,15 @@ def rollback(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = 
     """Move the alias back to the previous version (or --to VERSION) in both stores."""
     _setup_logging()
     cfg = _load(config, set_)
+    from .run.exit_codes import REFUSED
+    from .run.guard import RunRefused
     from .run.publish import rollback as do_rollback
 
     try:
         res = do_rollback(cfg, to)
+    except RunRefused as e:
+        err.print(str(e), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(REFUSED) from None
     except RuntimeError as e:
         err.print(f"[red]rollback failed: {e}[/red]")
         raise typer.Exit(1) from None

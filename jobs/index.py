@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run failed: {e}", file=sys.stderr)
     except RunRefused as e:
         print(str(e), file=sys.stderr)
-        print(json.dumps({"status": "refused", "reason": str(e), "guard": e.verdict.to_json()}))
+        print(json.dumps(e.to_json()))
         return exit_codes.REFUSED
     except (ConfigError, SourceError) as e:  # the corpus path, dense.dim: one line, no traceback
         print(str(e), file=sys.stderr)

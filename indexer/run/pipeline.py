@@ -32,7 +32,7 @@ from ..storage import Storage
 from ..stores.base import StoreTarget
 from ..stores.datasink import make_datasink
 from ..stores.factory import text_store_factory, vector_store_factory
-from . import records
+from . import lease, records
 from .guard import DeletePlan, GuardVerdict, RunRefused, assess, check_deletes
 from .placement import EncodePlacement, cluster_resources, encode_on, init_ray, plan_placement
 from .plan import (DenseDims, RunPlan, calibrate_dense, corpus_bm25, decide, dense_dims, stored_versions,
@@ -92,12 +92,23 @@ def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
     writes a new version and moves the alias after the verification gate. An interrupted run is
     resumed by running the same command again. Raises :class:`RunFailed` when the gate fails, and
     :class:`~indexer.run.guard.RunRefused` before writing anything when the run would delete more of the
-    live version than ``index.max_delete_fraction`` allows (``allow_deletes`` lets it through).
+    live version than ``index.max_delete_fraction`` allows (``allow_deletes`` lets it through), and
+    :class:`~indexer.run.lease.IndexLeased` (a ``RunRefused``) at once when another run holds the index's
+    lease (:mod:`indexer.run.lease`; held for the whole run, released on the way out).
     ``store_factories`` (vector, text :class:`StoreTarget` s) replaces the configured stores (tests inject
     faults so). ``progress`` is called about every second during the write with the per-stage stats
     so far and the corpus's input rows (the CLI's live display).
     """
+    with lease.held(Storage(cfg.corpus.s3), Layout(cfg.index.dir), cfg.index.lease_timeout_s) as held:
+        return _run(cfg, held, full=full, allow_deletes=allow_deletes, store_factories=store_factories,
+                    progress=progress)
+
+
+def _run(cfg: JobConfig, held: lease.Lease, *, full: bool, allow_deletes: bool, store_factories: tuple | None,
+         progress: Callable[[dict[str, dict[str, Any]], int], None] | None) -> dict[str, Any]:
+    """The run, once this process holds the index's lease."""
     ctx = prepare(cfg, full=full, store_factories=store_factories)
+    held.name_run(ctx.plan.run_id)
     ctx.progress = progress
     live_hashes = load_live_hashes(ctx)
     deletes, verdict = check_guard(ctx, live_hashes, allow_deletes)  # before anything is written
@@ -107,6 +118,7 @@ def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
     written = write(ctx, todo, live_hashes)
 
     # Records of this run (all attempts): the source of exact counts.
+    held.check()  # another run took the index over while this one stopped renewing: don't touch the live state
     run_records = records.load_records(ctx.storage, ctx.layout, ctx.plan.run_id)
     reconciled = reconcile(run_records, ctx.corpus, written.store_rejects)
     counts, result = finish_version(ctx, run_records, reconciled, live_hashes, written.stage_stats, deletes)

@@ -36,7 +36,15 @@ def publish(cfg: JobConfig, vector_store: StoreTarget, text_store: StoreTarget, 
 
 
 def rollback(cfg: JobConfig, to: str | None = None) -> dict[str, Any]:
-    """Move the alias back to the previous version (or to ``to``) in both stores."""
+    """Move the alias back to the previous version (or to ``to``) in both stores, holding the index's
+    lease (a rollback never runs under a live run)."""
+    from .lease import held
+
+    with held(Storage(cfg.corpus.s3), Layout(cfg.index.dir), cfg.index.lease_timeout_s, command="rollback"):
+        return _switch_version(cfg, to)
+
+
+def _switch_version(cfg: JobConfig, to: str | None) -> dict[str, Any]:
     vectors, text = vector_store_factory(cfg)(), text_store_factory(cfg)()
     try:
         live = vectors.get_alias(cfg.index.name)
