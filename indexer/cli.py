@@ -407,7 +407,8 @@ def bench(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = Jso
 @app.command()
 def rollback(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt,
              to: Optional[str] = typer.Option(None, "--to", help="Version to serve (default: the previous one).")) -> None:
-    """Move the alias back to the previous version (or --to VERSION) in both stores."""
+    """Undo the latest run: an incremental run from its undo record (the live version as before it), a full
+    build by moving the alias back to the previous version (or --to VERSION) in both stores."""
     _setup_logging()
     cfg = _load(config, set_)
     from .run.exit_codes import REFUSED
@@ -425,7 +426,11 @@ def rollback(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = 
     if json_out:
         _emit_json(res)
     else:
-        err.print(f"alias {res['alias']}: {res['from']} -> {res['to']}")
+        if res.get("undone_run"):
+            err.print(f"undid run {res['undone_run']} on {res['to']}: {res['deleted']} added chunks deleted, "
+                      f"{res['restored']} chunks restored")
+        else:
+            err.print(f"alias {res['alias']}: {res['from']} -> {res['to']}")
 
 
 @app.command()
