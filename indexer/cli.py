@@ -88,7 +88,8 @@ def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonO
         progress_every: float = typer.Option(10.0, "--progress-every", help="Seconds between progress lines "
                                              "when stderr is not a terminal (job logs).")) -> None:
     """Index the corpus named in CONFIG. Exit codes: 0 ok, 1 gate failed, 2 config or corpus mistake,
-    3 refused by a guard, 4 succeeded but some files were unreadable."""
+    3 refused by a guard or another run holding the index,
+    4 succeeded but some files were unreadable."""
     _setup_logging(verbose)
     cfg = _load(config, set_)
     from .cli_progress import RunProgress, quiet_libraries

@@ -2,7 +2,8 @@
 
 Same code path as ``indexer run``; used with ``ray job submit`` and KubeRay RayJobs. Prints the
 run manifest as JSON on stdout. Exit codes as ``indexer run``: 0 ok, 1 gate failed, 2 config or
-corpus mistake, 3 refused by a guard (nothing written), 4 succeeded but some files were unreadable.
+corpus mistake, 3 refused by a guard or another run holding the index (nothing written), 4 succeeded
+but some files were unreadable.
 """
 
 from __future__ import annotations

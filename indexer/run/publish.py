@@ -48,12 +48,20 @@ def rollback(cfg: JobConfig, to: str | None = None) -> dict[str, Any]:
     storage, layout = Storage(cfg.corpus.s3), Layout(cfg.index.dir)
     with held(storage, layout, cfg.index.lease_timeout_s, command="rollback"):
         latest = None if to else _latest_run(storage, layout)
-        if latest is not None and latest["mode"] == "incremental":
+        if latest is not None and latest["mode"] == "incremental" and latest["versions"]["built"] == _live(cfg):
             return _undo_run(cfg, storage, layout, latest)
         res = _switch_version(cfg, to)
         if latest is not None and latest["versions"]["built"] == res["from"]:
             _mark_rolled_back(storage, layout, latest, {"alias": res["to"]})
         return res
+
+
+def _live(cfg: JobConfig) -> str | None:
+    vectors = vector_store_factory(cfg)()
+    try:
+        return vectors.get_alias(cfg.index.name)
+    finally:
+        vectors.close()
 
 
 def _latest_run(storage: Storage, layout: Layout) -> dict[str, Any] | None:
