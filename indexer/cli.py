@@ -88,7 +88,8 @@ def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonO
         progress_every: float = typer.Option(10.0, "--progress-every", help="Seconds between progress lines "
                                              "when stderr is not a terminal (job logs).")) -> None:
     """Index the corpus named in CONFIG. Exit codes: 0 ok, 1 gate failed, 2 config or corpus mistake,
-    3 refused by a guard, 4 succeeded but some files were unreadable, 5 a store stayed unavailable."""
+    3 refused by a guard or another run holding the index, 4 succeeded but some files were unreadable,
+    5 a store stayed unavailable."""
     _setup_logging(verbose)
     cfg = _load(config, set_)
     from .cli_progress import RunProgress, quiet_libraries
@@ -121,7 +122,7 @@ def run(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonO
     if refused is not None:
         err.print(str(refused), style="red", markup=False, soft_wrap=True)
         if json_out:
-            _emit_json({"status": "refused", "reason": str(refused), "guard": refused.verdict.to_json()})
+            _emit_json(refused.to_json())
         raise typer.Exit(exit_codes.REFUSED)
     for f in manifest.get("unreadable_files", []):
         err.print(f"unreadable, its {f['kept_rows']} live chunks kept: {f['file']}: {f['reason']}",
@@ -410,20 +411,30 @@ def bench(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = Jso
 @app.command()
 def rollback(config: Path, set_: Optional[List[str]] = SetOpt, json_out: bool = JsonOpt,
              to: Optional[str] = typer.Option(None, "--to", help="Version to serve (default: the previous one).")) -> None:
-    """Move the alias back to the previous version (or --to VERSION) in both stores."""
+    """Undo the latest run: an incremental run from its undo record (the live version as before it), a full
+    build by moving the alias back to the previous version (or --to VERSION) in both stores."""
     _setup_logging()
     cfg = _load(config, set_)
+    from .run.exit_codes import REFUSED
+    from .run.guard import RunRefused
     from .run.publish import rollback as do_rollback
 
     try:
         res = do_rollback(cfg, to)
+    except RunRefused as e:
+        err.print(str(e), style="red", markup=False, soft_wrap=True)
+        raise typer.Exit(REFUSED) from None
     except RuntimeError as e:
         err.print(f"[red]rollback failed: {e}[/red]")
         raise typer.Exit(1) from None
     if json_out:
         _emit_json(res)
     else:
-        err.print(f"alias {res['alias']}: {res['from']} -> {res['to']}")
+        if res.get("undone_run"):
+            err.print(f"undid run {res['undone_run']} on {res['to']}: {res['deleted']} added chunks deleted, "
+                      f"{res['restored']} chunks restored")
+        else:
+            err.print(f"alias {res['alias']}: {res['from']} -> {res['to']}")
 
 
 @app.command()

@@ -133,6 +133,9 @@ class IndexConfig(_Section):
         0.2, ge=0, le=1, description="Deletion guard: a run that would delete more than this share of the live "
         "chunks (or a full build publishing fewer than 1 - this share of them, or a corpus with no valid rows) is "
         "refused before writing anything (exit 3); --allow-deletes lets one run through.")
+    lease_timeout_s: float = Field(
+        180.0, gt=0, description="Run lease: a holder not renewed for this long is stale and its lease is taken "
+        "over (a holder on the same host whose process is gone is stale at once); renewed every third of it.")
 
     @field_validator("name")
     @classmethod

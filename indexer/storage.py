@@ -174,6 +174,83 @@ class Storage:
             return
         shutil.rmtree(prefix, ignore_errors=True)
 
+    # -- compare-and-swap on one small object (the run lease) -----------------------------
+    # Local files: every operation holds an flock on a hidden sidecar (``.<name>.lock``), and the tag is a
+    # hash of the content. S3: conditional requests (If-None-Match: * to create, If-Match: <ETag> to
+    # replace or delete), so of two writers racing for the same object exactly one wins.
+
+    def read_tagged(self, uri: str) -> tuple[bytes, str] | None:
+        """The object's bytes and its tag (ETag on S3, content hash locally), or None when it is absent."""
+        if is_s3(uri):
+            from botocore.exceptions import ClientError
+
+            bucket, key = split_s3(uri)
+            try:
+                resp = self.client.get_object(Bucket=bucket, Key=key)
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return None
+                raise
+            return resp["Body"].read(), resp["ETag"]
+        with _file_lock(uri):
+            return _read_local_tagged(uri)
+
+    def create_if_absent(self, uri: str, data: bytes) -> str | None:
+        """Write the object only if it does not exist; its new tag, or None when another writer has it."""
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            return _s3_conditional(lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data,
+                                                                  IfNoneMatch="*")["ETag"])
+        with _file_lock(uri):
+            try:
+                fd = os.open(uri, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                return None
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return _tag(data)
+
+    def replace_if(self, uri: str, data: bytes, tag: str) -> str | None:
+        """Replace the object only if its tag is still ``tag``; its new tag, or None when it changed."""
+        if is_s3(uri):
+            bucket, key = split_s3(uri)
+            return _s3_conditional(lambda: self.client.put_object(Bucket=bucket, Key=key, Body=data,
+                                                                  IfMatch=tag)["ETag"])
+        with _file_lock(uri):
+            current = _read_local_tagged(uri)
+            if current is None or current[1] != tag:
+                return None
+            self.write_bytes(uri, data)
+            return _tag(data)
+
+    def delete_if(self, uri: str, tag: str) -> bool:
+        """Delete the object only if its tag is still ``tag``; False when it changed or is gone."""
+        if is_s3(uri):
+            from botocore.exceptions import ClientError
+
+            bucket, key = split_s3(uri)
+            try:
+                return _s3_conditional(lambda: self.client.delete_object(Bucket=bucket, Key=key, IfMatch=tag)
+                                       or True) is not None
+            except ClientError as e:
+                code = e.response.get("Error", {}).get("Code")
+                if code in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                if code not in ("NotImplemented", "InvalidArgument"):
+                    raise
+                # A store without conditional deletes: check, then delete (a narrow race, on release only).
+                current = self.read_tagged(uri)
+                if current is None or current[1] != tag:
+                    return False
+                self.client.delete_object(Bucket=bucket, Key=key)
+                return True
+        with _file_lock(uri):
+            current = _read_local_tagged(uri)
+            if current is None or current[1] != tag:
+                return False
+            os.unlink(uri)
+            return True
+
     # -- formats ------------------------------------------------------------------------
     def write_json(self, uri: str, obj: Any) -> None:
         self.write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
@@ -188,6 +265,53 @@ class Storage:
 
     def read_parquet(self, uri: str) -> pa.Table:
         return pq.read_table(io.BytesIO(self.read_bytes(uri)))
+
+
+def _tag(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _read_local_tagged(uri: str) -> tuple[bytes, str] | None:
+    try:
+        data = Path(uri).read_bytes()
+    except FileNotFoundError:
+        return None
+    return data, _tag(data)
+
+
+class _file_lock:
+    """An exclusive flock on ``.<name>.lock`` next to ``uri``, held for one compare-and-swap step."""
+
+    def __init__(self, uri: str):
+        p = Path(uri)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.path = p.parent / f".{p.name}.lock"
+        self.fd = -1
+
+    def __enter__(self):
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # closing releases the flock
+
+
+def _s3_conditional(call):
+    """Run a conditional S3 request: its result, or None when its precondition failed (412, or 409
+    for a conditional write that raced another one)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return call()
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code")
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            return None
+        raise
 
 
 def part_key(files: Iterable[str], rows: Iterable[int]) -> str:

@@ -2,8 +2,9 @@
 
 Same code path as ``indexer run``; used with ``ray job submit`` and KubeRay RayJobs. Prints the
 run manifest as JSON on stdout. Exit codes as ``indexer run``: 0 ok, 1 gate failed, 2 config or
-corpus mistake, 3 refused by a guard (nothing written), 4 succeeded but some files were unreadable,
-5 a store stayed unavailable past its retry budget (nothing published; rerun to resume).
+corpus mistake, 3 refused by a guard or another run holding the index (nothing written), 4 succeeded
+but some files were unreadable, 5 a store stayed unavailable past its retry budget (nothing published;
+rerun to resume).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run failed: {e}", file=sys.stderr)
     except RunRefused as e:
         print(str(e), file=sys.stderr)
-        print(json.dumps({"status": "refused", "reason": str(e), "guard": e.verdict.to_json()}))
+        print(json.dumps(e.to_json()))
         return exit_codes.REFUSED
     except (ConfigError, SourceError) as e:  # the corpus path, dense.dim: one line, no traceback
         print(str(e), file=sys.stderr)

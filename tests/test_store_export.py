@@ -108,3 +108,35 @@ def test_tantivy_export_round_trips(tmp_path):
     assert store.search_bm25("c_v1", "number 5", k=1)[0].id == "d5"
     assert store.count("c_v1") == 8
     store.close()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.quantization}-sparse{s.sparse}-rescore{s.rescore}")
+def test_export_survives_the_undo_records_parquet(spec, tmp_path):
+    """An undo record keeps exports as Parquet: read back, they are the same batch and upsert the same points."""
+    from indexer.run.undo import columns_to_table, table_to_columns
+    from indexer.storage import Storage
+
+    store = _vector_store("edge", tmp_path, spec)
+    store.ensure_collection("c_v1")
+    store.upsert("c_v1", vector_batch(12, spec, meta={"n": [1, 2]}))
+    store.finalize("c_v1")
+    ids = [f"doc-{i:04d}" for i in (7, 1, 4)]
+    out = store.export_rows("c_v1", ids)
+    st = Storage()
+    st.write_parquet(str(tmp_path / "u.parquet"), columns_to_table(out))
+    back = table_to_columns(st.read_parquet(str(tmp_path / "u.parquet")))
+    _same_columns(back, out)
+    assert {k: np.asarray(v).dtype for k, v in back.items()} == {k: np.asarray(v).dtype for k, v in out.items()}
+    store.upsert("c_v1", vector_batch(12, spec, seed=9))
+    store.upsert("c_v1", back)
+    store.finalize("c_v1")
+    _same_columns(store.export_rows("c_v1", ids), out)
+    store.close()
+
+    text = TantivyTextStore(str(tmp_path / "text"), TextStoreConfig())
+    text.ensure_collection("c_v1")
+    text.upsert("c_v1", _text_batch(4))
+    text.finalize("c_v1")
+    exported = text.export_rows("c_v1", ["d3", "d0"])
+    _same_columns(table_to_columns(columns_to_table(exported)), exported)
+    text.close()

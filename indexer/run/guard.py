@@ -23,6 +23,10 @@ class RunRefused(RuntimeError):
         super().__init__(verdict.message)
         self.verdict = verdict
 
+    def to_json(self) -> dict[str, Any]:
+        """What ``--json`` prints for a refused run."""
+        return {"status": "refused", "reason": str(self), "guard": self.verdict.to_json()}
+
 
 @dataclass(frozen=True)
 class DeletePlan:

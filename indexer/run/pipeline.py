@@ -10,6 +10,7 @@ resources (never hard-coded).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ import pyarrow as pa
 from .. import schema
 from ..config import JobConfig, dump_config
 from ..encoders.models import resolve_model
-from ..layout import Layout
+from ..layout import Layout, list_runs
 from ..schema import VectorSpec
 from ..sources.parquet import CorpusPlan, Fragment, plan_corpus
 from ..stages.diff import Diff
@@ -32,13 +33,14 @@ from ..storage import Storage
 from ..stores.base import StoreTarget
 from ..stores.datasink import make_datasink
 from ..stores.factory import text_store_factory, vector_store_factory
-from . import records
+from . import lease, records, resume, undo
 from .guard import DeletePlan, GuardVerdict, RunRefused, assess, check_deletes
 from .placement import EncodePlacement, cluster_resources, encode_on, init_ray, plan_placement
 from .plan import (DenseDims, RunPlan, calibrate_dense, corpus_bm25, decide, dense_dims, export_on_cluster,
                    export_texts, needs_dense_calibration, stored_versions, vector_spec)
 from .publish import publish
-from .reconcile import Reconciled, RecordWritten, count_rows, delete_stale, kept_rows, reconcile
+from .reconcile import (Reconciled, RecordWritten, count_rows, delete_chunks, delete_stale, gone_ids, kept_rows,
+                        reconcile)
 from .records import RunRecords
 from .verify import GateResult, verify_version
 
@@ -71,6 +73,9 @@ class RunContext:
     plan: RunPlan
     started: float  # wall-clock start (time.time())
     stages: dict[str, Any] = field(default_factory=dict)
+    fingerprint: dict[str, dict[str, Any]] = field(default_factory=dict)  # the corpus (resume.corpus_fingerprint)
+    discarded: resume.Discarded | None = None  # an interrupted attempt on another corpus, discarded
+    live_files: dict[str, str] | None = None  # live id -> its file (read once, for the undo record)
     progress: Callable[[dict[str, dict[str, Any]], int], None] | None = None  # (stage stats, input rows)
     export_texts: tuple[str, ...] | None = None  # int8 OpenVINO calibration texts (plan.export_texts)
 
@@ -93,12 +98,23 @@ def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
     writes a new version and moves the alias after the verification gate. An interrupted run is
     resumed by running the same command again. Raises :class:`RunFailed` when the gate fails, and
     :class:`~indexer.run.guard.RunRefused` before writing anything when the run would delete more of the
-    live version than ``index.max_delete_fraction`` allows (``allow_deletes`` lets it through).
+    live version than ``index.max_delete_fraction`` allows (``allow_deletes`` lets it through), and
+    :class:`~indexer.run.lease.IndexLeased` (a ``RunRefused``) at once when another run holds the index's
+    lease (:mod:`indexer.run.lease`; held for the whole run, released on the way out).
     ``store_factories`` (vector, text :class:`StoreTarget` s) replaces the configured stores (tests inject
     faults so). ``progress`` is called about every second during the write with the per-stage stats
     so far and the corpus's input rows (the CLI's live display).
     """
+    with lease.held(Storage(cfg.corpus.s3), Layout(cfg.index.dir), cfg.index.lease_timeout_s) as held:
+        return _run(cfg, held, full=full, allow_deletes=allow_deletes, store_factories=store_factories,
+                    progress=progress)
+
+
+def _run(cfg: JobConfig, held: lease.Lease, *, full: bool, allow_deletes: bool, store_factories: tuple | None,
+         progress: Callable[[dict[str, dict[str, Any]], int], None] | None) -> dict[str, Any]:
+    """The run, once this process holds the index's lease."""
     ctx = prepare(cfg, full=full, store_factories=store_factories)
+    held.name_run(ctx.plan.run_id)
     ctx.progress = progress
     live_hashes = load_live_hashes(ctx)
     deletes, verdict = check_guard(ctx, live_hashes, allow_deletes)  # before anything is written
@@ -109,6 +125,7 @@ def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
     written = write(ctx, todo, live_hashes)
 
     # Records of this run (all attempts): the source of exact counts.
+    held.check()  # another run took the index over while this one stopped renewing: don't touch the live state
     run_records = records.load_records(ctx.storage, ctx.layout, ctx.plan.run_id)
     reconciled = reconcile(run_records, ctx.corpus, written.store_rejects)
     counts, result = finish_version(ctx, run_records, reconciled, live_hashes, deletes)
@@ -117,12 +134,25 @@ def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
     version = version_manifest(ctx, counts)
     ctx.storage.write_json(ctx.layout.version_manifest(ctx.plan.collection), version)
 
+    rolled_back = None
+    if ctx.plan.mode == "incremental":
+        if result.passed:
+            undo.prune(ctx.storage, ctx.layout, list_runs(ctx.storage, ctx.layout) + [ctx.plan.run_id],
+                       cfg.index.keep_versions)
+        elif undo.read_record(ctx.storage, ctx.layout, ctx.plan.run_id):
+            # The gate failed on the live version itself: put it back as it was before this run.
+            rolled_back = undo.apply(ctx.storage, ctx.layout, ctx.plan.run_id, ctx.vector_store, ctx.text_store)
+            log.warning("the gate failed: run %s was rolled back (%s)", ctx.plan.run_id, rolled_back)
     alias_moved = result.passed and ctx.plan.mode == "full"  # the gate fails an empty new version
     dropped = publish(cfg, ctx.vector_store, ctx.text_store, ctx.storage, ctx.layout, ctx.plan.collection,
                       ctx.existing) if alias_moved else []
     manifest = run_manifest(ctx, counts, result, version, skipped=skipped, alias_moved=alias_moved,
                             dropped=dropped)
     manifest["guard"] = verdict.to_json()
+    manifest["rolled_back"] = rolled_back is not None
+    if rolled_back is not None:
+        manifest["rollback"] = rolled_back
+    manifest["discarded_attempt"] = ctx.discarded.to_json() if ctx.discarded else None
     manifest["unreadable_files"] = unreadable_report(ctx, deletes)
     finish(ctx, manifest)
     if not result.passed:
@@ -161,9 +191,64 @@ def prepare(cfg: JobConfig, *, full: bool, store_factories: tuple | None) -> Run
     vector_store, text_store = store_factories or (vector_store_factory(cfg, spec), text_store_factory(cfg))
     existing, live = stored_versions(cfg, vector_store, text_store)
     run_plan = decide(cfg, storage, layout, live, existing, full)
+    fingerprint = resume.corpus_fingerprint(corpus, cfg.corpus)
+    discarded = None
+    if run_plan.resumed:
+        state = records.read_state(storage, layout, cfg.index.name)
+        change = resume.still_true(state, fingerprint)
+        if change is not None:
+            discarded = resume.discard(storage, layout, state, change)
+            if discarded.mode == "incremental" and undo.read_record(storage, layout, discarded.run_id):
+                undo.apply(storage, layout, discarded.run_id, vector_store, text_store)
+                discarded = dataclasses.replace(discarded, dirty=frozenset(), undone=True)
+            storage.delete_prefix(layout.run_dir(discarded.run_id))
+            if discarded.mode == "full" and discarded.collection != live:
+                drop_version(vector_store, text_store, discarded.collection)  # never live: nothing to keep
+                existing = [c for c in existing if c != discarded.collection]
+            run_plan = decide(cfg, storage, layout, live, existing, full, resume=False)
     log.info("run %s: %s into %s (%s)", run_plan.run_id, run_plan.mode, run_plan.collection, run_plan.reason)
     return RunContext(cfg, storage, layout, corpus, dims, placement, spec, vector_store, text_store, existing,
-                      run_plan, started, stages)
+                      run_plan, started, stages, fingerprint=fingerprint, discarded=discarded)
+
+
+def drop_version(vector_store: StoreTarget, text_store: StoreTarget, collection: str) -> None:
+    """Drop a version from both stores."""
+    vectors, text = vector_store(), text_store()
+    try:
+        vectors.drop_collection(collection)
+        text.drop_collection(collection)
+    finally:
+        vectors.close()
+        text.close()
+
+
+def written_ids(ctx: RunContext) -> list[str]:
+    """Ids the run will write (new or changed), from its diff records."""
+    from ..schema import CHANGED, NEW
+
+    rows = records.load_records(ctx.storage, ctx.layout, ctx.plan.run_id).rows
+    return [i for i, st in zip(rows.column("id").to_pylist(), rows.column("state").to_pylist()) if st in (NEW, CHANGED)]
+
+
+def record_undo(ctx: RunContext, live_hashes: pa.Table, ids: list[str]) -> None:
+    """Add ``ids`` to the incremental run's undo record before it overwrites or deletes them."""
+    if ctx.plan.mode != "incremental" or ctx.plan.collection != ctx.plan.live_before:
+        return
+    t0 = time.perf_counter()
+    if ctx.live_files is None:
+        ctx.live_files = records.read_hash_files(ctx.storage, ctx.layout, ctx.plan.live_before) or {}
+    n = undo.record_before(ctx.storage, ctx.layout, ctx.plan.run_id, ctx.plan.collection, ctx.vector_store,
+                           ctx.text_store, ids, records.hashes_as_dict(live_hashes), ctx.live_files)
+    st = ctx.stages.setdefault("undo_record", {"rows": 0, "seconds": 0.0})
+    st["rows"] += n
+    st["seconds"] = round(st["seconds"] + time.perf_counter() - t0, 3)
+
+
+def dirty_ids(ctx: RunContext) -> frozenset[str]:
+    """Chunks a discarded attempt of an incremental run may have written into the live version."""
+    d = ctx.discarded
+    return d.dirty if d is not None and d.mode == "incremental" and d.collection == ctx.plan.collection \
+        else frozenset()
 
 
 def prepare_encoder(ctx: RunContext) -> float:
@@ -199,7 +284,8 @@ def record_start(ctx: RunContext) -> None:
     records.write_state(ctx.storage, ctx.layout, ctx.cfg.index.name, {
         "run_id": p.run_id, "mode": p.mode, "collection": p.collection, "live_before": p.live_before,
         "status": "running", "fingerprint": records.fingerprint_json(ctx.cfg.vector_fingerprint()),
-        "calibration": p.calibration, "bm25": p.bm25, "started_at": time.time()})
+        "calibration": p.calibration, "bm25": p.bm25, "started_at": time.time(),
+        "corpus": resume.digest(ctx.fingerprint), "corpus_files": ctx.fingerprint})
 
 
 def load_live_hashes(ctx: RunContext) -> pa.Table | None:
@@ -307,7 +393,12 @@ def write(ctx: RunContext, fragments: list[Fragment], live_hashes: pa.Table | No
     import ray
 
     run_id = ctx.plan.run_id
-    live_ref = ray.put(records.hashes_as_dict(live_hashes)) if live_hashes is not None else None
+    live_ref = None
+    if live_hashes is not None:
+        live = records.hashes_as_dict(live_hashes)
+        for i in dirty_ids(ctx) & live.keys():  # a discarded attempt may have overwritten it: rewrite it
+            live[i] = ""
+        live_ref = ray.put(live)
     stats_actor = start_stats_actor()
     reporter = StageReporter(stats_actor)
     read_reporter = None
@@ -317,6 +408,7 @@ def write(ctx: RunContext, fragments: list[Fragment], live_hashes: pa.Table | No
         if fragments and live_ref is not None:
             fragments = fragments_to_encode(ctx, fragments, live_ref, reporter)
             read_reporter = StageReporter()  # the diff pass counted reading, validation and diff
+            record_undo(ctx, live_hashes, written_ids(ctx))
         if fragments:  # something to encode: the export first, outside the pipeline's time
             t0 += prepare_encoder(ctx)
         ds = chunk_dataset(ctx, fragments, live_ref, reporter, read_reporter)
@@ -340,23 +432,34 @@ def write(ctx: RunContext, fragments: list[Fragment], live_hashes: pa.Table | No
 
 def finish_version(ctx: RunContext, run_records: RunRecords, reconciled: Reconciled, live_hashes: pa.Table | None,
                    deletes: DeletePlan) -> tuple[dict[str, int], GateResult]:
-    """Delete what the new version must not hold (never the chunks of unreadable files), write its hash
-    manifest, count it and run the gate."""
+    """Delete what the new version must not hold (never the chunks of unreadable files), count it, run the
+    gate and, when it passed, write the version's hash manifest."""
     collection = ctx.plan.collection
     t0 = time.perf_counter()
     vectors, text = ctx.vector_store(), ctx.text_store()
     try:
+        if live_hashes is not None and ctx.plan.mode == "incremental":
+            vectors.close()  # single-writer engines: the undo export opens them itself
+            text.close()
+            record_undo(ctx, live_hashes, gone_ids(live_hashes, reconciled.rows, reconciled.refused,
+                                                   deletes.kept_unreadable))
+            vectors, text = ctx.vector_store(), ctx.text_store()
         deleted = delete_stale(vectors, text, collection, reconciled, live_hashes, deletes.kept_unreadable)
-        ctx.stages["delete"] = {"rows": deleted, "seconds": _since(t0)}
+        orphans = sorted(dirty_ids(ctx) - set(live_hashes.column("id").to_pylist() if live_hashes is not None else [])
+                         - set(reconciled.rows.column("id").to_pylist()))
+        if orphans:  # written by a discarded attempt, in neither the live version nor the corpus
+            delete_chunks(vectors, text, collection, orphans)
+        ctx.stages["delete"] = {"rows": deleted, "orphans": len(orphans), "seconds": _since(t0)}
         kept = kept_rows(live_hashes, reconciled.rows, deletes.kept_unreadable, deletes.kept_files)
         version_rows = pa.concat_tables([reconciled.rows.select(["id", "hash", "file"]).cast(kept.schema), kept])
-        records.write_hashes(ctx.storage, ctx.layout, collection, version_rows)
         hashes = records.hashes_as_dict(version_rows)
         counts = count_rows(ctx.corpus.total_rows, run_records, reconciled, deleted,
                             vectors.count(collection), text.count(collection), kept.num_rows)
         t0 = time.perf_counter()
         result = verify_version(ctx.cfg, counts, hashes, vectors, text, collection, ctx.plan.live_before)
         ctx.stages["verify"] = {"seconds": _since(t0)}
+        if result.passed:  # the hash manifest moves only after the gate passed
+            records.write_hashes(ctx.storage, ctx.layout, collection, version_rows)
     finally:
         vectors.close()
         text.close()

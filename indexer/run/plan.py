@@ -79,10 +79,11 @@ def stored_versions(cfg: JobConfig, vector_store: StoreTarget,
 
 
 def decide(cfg: JobConfig, storage: Storage, layout: Layout, live: str | None, existing: list[str],
-           full: bool) -> RunPlan:
-    """Full or incremental, which collection, and whether an interrupted run is resumed."""
+           full: bool, resume: bool = True) -> RunPlan:
+    """Full or incremental, which collection, and whether an interrupted run is resumed (never with
+    ``resume`` False: its attempt was discarded)."""
     fp = fingerprint_json(cfg.vector_fingerprint())
-    state = read_state(storage, layout, cfg.index.name)
+    state = read_state(storage, layout, cfg.index.name) if resume else None
     if state and state.get("status") == "running" and state.get("fingerprint") == fp and (
             not full or state.get("mode") == "full"):
         return RunPlan(state["run_id"], state["mode"], state["collection"], state.get("live_before"), True,

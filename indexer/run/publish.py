@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import JobConfig
-from ..layout import Layout, version_number
+from ..layout import Layout, list_runs, read_version, version_number
+from ..schema import VectorSpec
 from ..storage import Storage
 from ..stores.base import StoreTarget
 from ..stores.factory import text_store_factory, vector_store_factory
@@ -36,7 +37,66 @@ def publish(cfg: JobConfig, vector_store: StoreTarget, text_store: StoreTarget, 
 
 
 def rollback(cfg: JobConfig, to: str | None = None) -> dict[str, Any]:
-    """Move the alias back to the previous version (or to ``to``) in both stores."""
+    """Undo the latest run, holding the index's lease (a rollback never runs under a live run).
+
+    Without ``to``: when the latest run not yet rolled back is an incremental run into the live version
+    with an undo record, apply it (:mod:`indexer.run.undo`): the live version is back to exactly the
+    state before that run. Otherwise (a full build, or ``to`` given) move the alias back to the
+    previous version (or to ``to``) in both stores."""
+    from .lease import held
+
+    storage, layout = Storage(cfg.corpus.s3), Layout(cfg.index.dir)
+    with held(storage, layout, cfg.index.lease_timeout_s, command="rollback"):
+        latest = None if to else _latest_run(storage, layout)
+        if latest is not None and latest["mode"] == "incremental" and latest["versions"]["built"] == _live(cfg):
+            return _undo_run(cfg, storage, layout, latest)
+        res = _switch_version(cfg, to)
+        if latest is not None and latest["versions"]["built"] == res["from"]:
+            _mark_rolled_back(storage, layout, latest, {"alias": res["to"]})
+        return res
+
+
+def _live(cfg: JobConfig) -> str | None:
+    vectors = vector_store_factory(cfg)()
+    try:
+        return vectors.get_alias(cfg.index.name)
+    finally:
+        vectors.close()
+
+
+def _latest_run(storage: Storage, layout: Layout) -> dict[str, Any] | None:
+    """The manifest of the newest run that changed the index and was not rolled back (failed runs changed
+    nothing that stayed: an incremental one was rolled back, a full one never published)."""
+    for run_id in reversed(list_runs(storage, layout)):
+        m = storage.read_json(layout.run_manifest(run_id))
+        if m.get("rolled_back") or m.get("status") != "succeeded":
+            continue
+        return m
+    return None
+
+
+def _mark_rolled_back(storage: Storage, layout: Layout, manifest: dict[str, Any], how: dict[str, Any]) -> None:
+    storage.write_json(layout.run_manifest(manifest["run_id"]), {**manifest, "rolled_back": True, "rollback": how})
+
+
+def _undo_run(cfg: JobConfig, storage: Storage, layout: Layout, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Apply an incremental run's undo record to the live version."""
+    from . import undo
+
+    run_id, collection = manifest["run_id"], manifest["versions"]["built"]
+    rec = undo.read_record(storage, layout, run_id)
+    if rec is None:
+        raise RuntimeError(f"the latest run {run_id} changed {collection} in place and its undo record is not kept "
+                           f"(index.keep_versions={cfg.index.keep_versions}); to serve an older version instead "
+                           "run: indexer rollback CONFIG --to VERSION")
+    version = read_version(storage, layout, collection)
+    spec = VectorSpec.from_version(version)
+    done = undo.apply(storage, layout, run_id, vector_store_factory(cfg, spec), text_store_factory(cfg))
+    _mark_rolled_back(storage, layout, manifest, {"undo": done})
+    return {"alias": cfg.index.name, "from": collection, "to": collection, "undone_run": run_id, **done}
+
+
+def _switch_version(cfg: JobConfig, to: str | None) -> dict[str, Any]:
     vectors, text = vector_store_factory(cfg)(), text_store_factory(cfg)()
     try:
         live = vectors.get_alias(cfg.index.name)
