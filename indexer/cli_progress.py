@@ -42,6 +42,9 @@ def quiet_libraries(verbose: bool) -> None:
     for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # Ray's workers inherit this environment: the same warning filters there
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning,ignore::FutureWarning,"
+                                            "ignore::PendingDeprecationWarning")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' weight-loading bar too
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     from ray.data import DataContext

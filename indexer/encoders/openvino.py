@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -170,7 +171,9 @@ def convert(model_path: str, precision: str, calibration_ids: Sequence[np.ndarra
     st = SentenceTransformer(str(model_folder(model_path)), device="cpu", model_kwargs={"attn_implementation": "sdpa"})
     ids = torch.ones((2, 16), dtype=torch.int64)
     mask = torch.ones((2, 16), dtype=torch.int64)
-    with torch.inference_mode():
+    # tracing warns about every shape-dependent branch; the graph is dynamic in batch and width
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         model = ov.convert_model(_Embed.module(st), example_input=(ids, mask),
                                  input=[("input_ids", [-1, -1], ov.Type.i64), ("attention_mask", [-1, -1], ov.Type.i64)])
     if precision == "int8":
