@@ -147,6 +147,22 @@ class RefusingStore(WrappedStore):
         return res
 
 
+class CrashingStore(WrappedStore):
+    """Writes the first ``limit`` blocks, then fails every write for good: the run dies mid-encode, as
+    when its job is killed, and leaves its records for the rerun to resume from."""
+
+    limit = 4  # of the 8 blocks (one per 40-row fragment) the write gets
+
+    def upsert(self, collection, batch):
+        done = Path(self.marker_dir)
+        done.mkdir(parents=True, exist_ok=True)
+        if len(list(done.iterdir())) >= self.limit:
+            raise RuntimeError("injected crash")
+        res = self.inner.upsert(collection, batch)
+        (done / str(batch["id"][0]).replace("/", "_")).write_text("written")
+        return res
+
+
 def _factory(cls, inner, marker):
     return StoreTarget(functools.partial(cls, inner, marker), inner.single_writer)
 
@@ -199,6 +215,30 @@ def test_store_refusal_is_a_reject_in_both_stores(tmp_path, by_value):
         assert s.vectors.retrieve(s.collection, refused) == {}
     finally:
         s.close()
+
+
+def test_resumed_run_counts_tokens_and_truncated_of_every_attempt(tmp_path, by_value):
+    """A run that dies mid-encode and is rerun reports the tokens and truncated rows of the whole run
+    (those of an uninterrupted run of the same corpus), not only those of its last attempt."""
+    rows = docs(300)
+    for sub in ("whole", "resumed"):
+        write_parquet(tmp_path / sub / "corpus" / "p.parquet", rows, row_group_size=40)
+    extra = ("encode.block_rows=20", "dense.max_seq_length=32")  # short limit: many rows truncated
+    whole = run(cfg_for(tmp_path / "whole", *extra))["counts"]
+    assert 0 < whole["truncated"] < 300 and whole["tokens"] > 0
+
+    cfg = cfg_for(tmp_path / "resumed", *extra)
+    spec = vector_spec(cfg, 128)
+    vf = _factory(CrashingStore, vector_store_factory(cfg, spec), str(tmp_path / "blocks"))
+    with pytest.raises(Exception, match="injected crash"):
+        run(cfg, store_factories=(vf, text_store_factory(cfg)))
+    assert len(list((tmp_path / "blocks").iterdir())) >= CrashingStore.limit
+    m = run(cfg)
+    c = m["counts"]
+    assert m["resumed"] and m["skipped_fragments"] >= 1  # the first attempt's fragments were not encoded again
+    assert m["stages"]["tokenize"]["rows"] < 300
+    assert (c["indexed"], c["encoded"]) == (300, 300)
+    assert (c["tokens"], c["truncated"]) == (whole["tokens"], whole["truncated"])
 
 
 def test_gate_blocks_inconsistent_store(tmp_path, by_value):

@@ -69,8 +69,6 @@ def _interrupt_during_encode(tmp: Path) -> dict:
     return state
 
 
-@pytest.mark.skip(reason="not yet run to completion in its final form (its first run failed on the test's own "
-                  "setup: block_rows, a shard lock of the killed run's Ray); remove this marker once it passes")
 def test_interrupted_run_on_a_changed_corpus_plans_again(tmp_path):
     docs = sample_docs(400, 160)
     files = [docs[i:i + 80] for i in range(0, 400, 80)]
