@@ -68,7 +68,8 @@ def _model_ranking(rows: list[dict[str, Any]], metric: str = "ndcg@10") -> list[
     return sorted(best, key=lambda m: -best[m])
 
 
-def run_dataset(dataset: str, models: list[str], n_pseudo: int, seed: int, sets: list[str]) -> dict[str, Any]:
+def run_dataset(dataset: str, models: list[str], n_pseudo: int, seed: int, sets: list[str],
+                sample_docs: int | None = None) -> dict[str, Any]:
     from indexer.compare import CompareOptions, run_compare
     from indexer.compare.report import jsonable, write_outputs
     from indexer.config import load_config
@@ -79,7 +80,8 @@ def run_dataset(dataset: str, models: list[str], n_pseudo: int, seed: int, sets:
     d = Path(os.path.relpath(data_dir() / dataset, ROOT))
     queries = load_queries(d / "queries.jsonl")
     qrels = load_qrels(d / "qrels" / f"{DATASETS[dataset]}.tsv")
-    common = {"models": models, "dims": DIMS, "quantizations": QUANTIZATIONS, "seed": seed, "bench_seconds": 10.0}
+    common = {"models": models, "dims": DIMS, "quantizations": QUANTIZATIONS, "seed": seed, "bench_seconds": 10.0,
+              "sample_docs": sample_docs}
     say = lambda m: sys.stderr.write(f"[{dataset}] {m}\n")  # noqa: E731
     runs: dict[str, dict[str, Any]] = {}
     seconds: dict[str, float] = {}
@@ -98,9 +100,11 @@ def run_dataset(dataset: str, models: list[str], n_pseudo: int, seed: int, sets:
     sets_args = " ".join(f"--set {s}" for s in sets)
     model_args = " ".join(f"--model {m}" for m in models)
     grid = f"--dims {','.join(map(str, DIMS))} --quantization {','.join(QUANTIZATIONS)}"
+    if sample_docs is not None:
+        grid += f" --sample-docs {sample_docs}"
     return {
         "dataset": dataset, "split": DATASETS[dataset], "config": config, "models": models, "sets": sets,
-        "pseudo_queries": n_pseudo, "seed": seed, "seconds": seconds,
+        "pseudo_queries": n_pseudo, "seed": seed, "sample_docs": sample_docs, "seconds": seconds,
         "documents": runs["qrels"]["corpus"]["documents"], "real_queries": runs["qrels"]["queries"]["count"],
         "pseudo": runs["pseudo"]["queries"]["pseudo"],
         "agreement": agreement(runs["qrels"]["rows"], runs["pseudo"]["rows"]),
@@ -158,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--model", action="append", default=None, help="models to compare (default: packaged MiniLM)")
     ap.add_argument("--pseudo-queries", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sample-docs", type=int, default=None,
+                    help="documents per comparison: every judged one plus N random distractors (qrels), N random "
+                         "ones (pseudo-queries); default the whole corpus")
     ap.add_argument("--set", action="append", default=[], help="config override for every comparison")
     ap.add_argument("--name", default="pseudo_agreement", help="results file name")
     args = ap.parse_args(argv)
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     models = args.model or ["packaged:all-MiniLM-L6-v2"]
     results = []
     for d in args.datasets:
-        results.append(run_dataset(d, models, args.pseudo_queries, args.seed, args.set))
+        results.append(run_dataset(d, models, args.pseudo_queries, args.seed, args.set, args.sample_docs))
     write_result(args.name, {"datasets": results})
     md = markdown(results)
     (RESULTS / f"{args.name}.md").write_text(md)
