@@ -72,3 +72,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not gpu_available():
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def _cli_quiet_settings_undone():
+    """An in-process CLI run quiets library loggers and sets warning/progress-bar environment variables
+    for its process; put them back after each test, so a later test sees the defaults."""
+    import logging
+
+    from indexer.cli_progress import NOISY_LOGGERS, NOTICE_LOGGERS
+
+    names = (*NOISY_LOGGERS, *NOTICE_LOGGERS, "ray.data._internal.execution.streaming_executor")
+    levels = {n: logging.getLogger(n).level for n in names}
+    env = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY",
+                                          "RAY_DATA_DISABLE_PROGRESS_BARS")}
+    yield
+    for n, level in levels.items():
+        logging.getLogger(n).setLevel(level)
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

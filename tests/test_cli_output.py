@@ -54,8 +54,10 @@ def test_plain_run_prints_progress_and_no_library_chatter(tmp_path):
 
 def test_ctrl_c_ends_with_one_line_saying_how_to_resume(tmp_path):
     write_parquet(tmp_path / "corpus" / "a.parquet", sample_docs(1800, 600), row_group_size=100)
+    # SIGINT as a terminal delivers it (a background shell starts children with SIGINT ignored)
     proc = subprocess.Popen(_indexer(tmp_path, "--progress-every", "0.2", "--set", "encode.block_rows=20"),
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen: list[str] = []
     encoding = threading.Event()
 

@@ -23,10 +23,11 @@ import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..layout import Layout
-from ..storage import Storage, join
+from ..storage import Storage, is_s3, join
 from .guard import RunRefused
 
 log = logging.getLogger(__name__)
@@ -211,9 +212,24 @@ def acquire(storage: Storage, layout: Layout, timeout_s: float, *, command: str 
 def held(storage: Storage, layout: Layout, timeout_s: float, *, command: str = "run") -> Iterator[Lease]:
     """Hold the index's lease (renewed in the background) for the ``with`` block; released on the way
     out, whether the block succeeded or failed."""
+    root = Path(layout.root)
+    fresh = not is_s3(layout.root) and not root.exists()
     lease = acquire(storage, layout, timeout_s, command=command)
     lease.start_renewing()
     try:
         yield lease
     finally:
         lease.release()
+        if fresh:  # a run stopped before writing anything (a config mistake) leaves no index folder behind
+            _remove_if_only_lease_files(root)
+
+
+def _remove_if_only_lease_files(root: Path) -> None:
+    leftovers = list(root.iterdir()) if root.is_dir() else []
+    if all(p.is_file() and p.name.startswith(".lease") for p in leftovers):
+        for p in leftovers:
+            p.unlink(missing_ok=True)
+        try:
+            root.rmdir()
+        except OSError:  # another process wrote into it meanwhile: keep it
+            pass
