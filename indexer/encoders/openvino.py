@@ -168,7 +168,11 @@ def convert(model_path: str, precision: str, calibration_ids: Sequence[np.ndarra
     import torch
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(str(model_folder(model_path)), device="cpu", model_kwargs={"attn_implementation": "sdpa"})
+    folder = str(model_folder(model_path))
+    try:
+        st = SentenceTransformer(folder, device="cpu", model_kwargs={"attn_implementation": "sdpa"})
+    except ValueError:  # an architecture without SDPA support (e.g. MPNet): its own attention
+        st = SentenceTransformer(folder, device="cpu")
     ids = torch.ones((2, 16), dtype=torch.int64)
     mask = torch.ones((2, 16), dtype=torch.int64)
     # tracing warns about every shape-dependent branch; the graph is dynamic in batch and width
