@@ -27,7 +27,7 @@ def _vector_store(kind: str, tmp_path, spec: VectorSpec):
     return QdrantServerStore(spec, qdrant_cfg(initial_backoff=0.001), local_path=str(tmp_path / "qdrant"))
 
 
-def _same_columns(a: dict, b: dict) -> None:
+def same_columns(a: dict, b: dict) -> None:
     assert set(a) == set(b)
     for k in a:
         if k in (schema.SPARSE_INDICES, schema.SPARSE_VALUES):
@@ -72,7 +72,7 @@ def test_vector_export_round_trips(kind, spec, tmp_path):
     assert not np.array_equal(store.export_rows("c_v1", ids)[schema.DENSE], out[schema.DENSE])
     store.upsert("c_v1", out)
     store.finalize("c_v1")
-    _same_columns(store.export_rows("c_v1", ids), out)
+    same_columns(store.export_rows("c_v1", ids), out)
     assert store.export_rows("c_v1", [])[schema.ID].tolist() == []
     store.close()
 
@@ -104,7 +104,7 @@ def test_tantivy_export_round_trips(tmp_path):
     store.finalize("c_v1")
     store.upsert("c_v1", out)
     store.finalize("c_v1")
-    _same_columns(store.export_rows("c_v1", ["d5", "d2"]), out)
+    same_columns(store.export_rows("c_v1", ["d5", "d2"]), out)
     assert store.search_bm25("c_v1", "number 5", k=1)[0].id == "d5"
     assert store.count("c_v1") == 8
     store.close()
@@ -125,12 +125,12 @@ def test_export_survives_the_undo_records_parquet(spec, tmp_path):
     st = Storage()
     st.write_parquet(str(tmp_path / "u.parquet"), columns_to_table(out))
     back = table_to_columns(st.read_parquet(str(tmp_path / "u.parquet")))
-    _same_columns(back, out)
+    same_columns(back, out)
     assert {k: np.asarray(v).dtype for k, v in back.items()} == {k: np.asarray(v).dtype for k, v in out.items()}
     store.upsert("c_v1", vector_batch(12, spec, seed=9))
     store.upsert("c_v1", back)
     store.finalize("c_v1")
-    _same_columns(store.export_rows("c_v1", ids), out)
+    same_columns(store.export_rows("c_v1", ids), out)
     store.close()
 
     text = TantivyTextStore(str(tmp_path / "text"), TextStoreConfig())
@@ -138,5 +138,5 @@ def test_export_survives_the_undo_records_parquet(spec, tmp_path):
     text.upsert("c_v1", _text_batch(4))
     text.finalize("c_v1")
     exported = text.export_rows("c_v1", ["d3", "d0"])
-    _same_columns(table_to_columns(columns_to_table(exported)), exported)
+    same_columns(table_to_columns(columns_to_table(exported)), exported)
     text.close()

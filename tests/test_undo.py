@@ -8,10 +8,8 @@ import functools
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from indexer import schema
 from indexer.config import load_config
 from indexer.layout import Layout, read_version
 from indexer.run.pipeline import RunFailed, run
@@ -22,6 +20,7 @@ from indexer.storage import Storage
 from indexer.stores.base import StoreTarget
 from indexer.stores.factory import text_store_factory, vector_store_factory
 from tests.conftest import ROOT, sample_docs, write_parquet
+from tests.test_store_export import same_columns
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -58,15 +57,7 @@ def snapshot(cfg) -> dict:
 def assert_same_state(a: dict, b: dict) -> None:
     assert a["live"] == b["live"] and a["manifest"] == b["manifest"]
     for store in ("vectors", "text"):
-        x, y = a[store], b[store]
-        assert set(x) == set(y), store
-        for k in x:
-            if k in (schema.SPARSE_INDICES, schema.SPARSE_VALUES):
-                assert len(x[k]) == len(y[k]) and all(np.array_equal(p, q) for p, q in zip(x[k], y[k])), k
-            elif np.asarray(x[k]).dtype == np.float32:  # cosine vectors are normalised again on write
-                np.testing.assert_allclose(x[k], y[k], rtol=0, atol=1e-6, err_msg=k)
-            else:
-                assert list(x[k]) == list(y[k]), (store, k)
+        same_columns(a[store], b[store])
 
 
 def _changed_corpus(rows: list[dict]) -> tuple[list[dict], dict]:
