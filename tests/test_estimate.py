@@ -180,4 +180,9 @@ def test_bench_profile_drives_the_estimate(tmp_path):
     tp = throughput(cfg, prof["seq_eff"])
     assert tp["tokens_per_s"] == pytest.approx(prof["tokens_per_s"], rel=1e-3)  # seq_eff is stored rounded
     assert est["encode_seconds"] == pytest.approx(est["tokens_encoded"] / est["throughput_tokens_per_s"], rel=1e-3)
+    # A fast machine: the whole encode takes milliseconds, and the estimate still says how many.
+    save_profile(cfg, {**prof, "flops_per_s": prof["flops_per_s"] * 1e4, "tokens_per_s": prof["tokens_per_s"] * 1e4})
+    fast = estimate(cfg)
+    assert 0 < fast["encode_seconds"] < 0.01
+    assert fast["encode_seconds"] == pytest.approx(fast["tokens_encoded"] / fast["throughput_tokens_per_s"], rel=1e-3)
     os.remove(path)

@@ -378,7 +378,7 @@ def estimate(cfg: JobConfig, exact: bool = False, workers: int | None = None, fu
         "throughput_tokens_per_s": round(tps, 1),
         "throughput_basis": tp["basis"],
         "throughput_source": tp["source"],
-        "encode_seconds": round(encode_seconds, 3),
+        "encode_seconds": _significant(encode_seconds),
         "gpu_hours": _significant(gpu_hours),
         "workers": n_workers,
         "wall_hours": round(gpu_hours / n_workers + STARTUP_SECONDS / 3600, 6),
