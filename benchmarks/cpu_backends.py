@@ -1,5 +1,6 @@
-"""Dense CPU backends side by side on one corpus: a bare ``SentenceTransformer.encode`` (fp32), the
-encode stage's own loop in torch fp32, and OpenVINO fp32 / bf16 / int8.
+"""Dense CPU backends side by side on one corpus: a bare ``SentenceTransformer.encode`` (fp32), a
+fastembed encode (what a Qdrant user would pick on CPU), the encode stage's own loop in torch fp32,
+and OpenVINO fp32 / bf16 / int8.
 
     .venv/bin/python benchmarks/cpu_backends.py [--dataset scifact] [--limit N] [--threads 2]
 
@@ -7,7 +8,11 @@ Every setting encodes the same texts with the same threads; the encode stage's s
 code path (pre-tokenized ids, token-budget batches of ``encode.batch_tokens`` on CPU, the run's
 post-processing), timed after a warm-up batch. OpenVINO exports are made before (their time is
 reported apart, ``export_s``; 0 when the cache already had it) into a temporary cache; int8
-calibrates on 300 corpus texts like a run does. Cosines are against the torch fp32 vectors; dense
+calibrates on 300 corpus texts like a run does. fastembed (``benchmarks/fastembed_ref.py``: its own
+venv ``.venv-fastembed``, the same model exported to ONNX, ``TextEmbedding.embed`` with its default
+batch of 256 texts, the same threads, timed after the same 32-text warm-up as the bare encode; its
+ONNX export is ``export_s``, its model load is in ``fastembed.load_s``) is skipped, with a line
+saying so, when that venv is missing. Cosines are against the torch fp32 vectors; dense
 nDCG@10 (when the dataset has qrels) ranks the whole corpus by exact cosine with torch fp32 query
 vectors, as ``indexer search`` encodes queries. Prints a markdown table and writes
 ``benchmarks/results/cpu_backends.json``.
@@ -29,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import beir_texts, data_dir, machine, markdown_table, write_result  # noqa: E402
+from benchmarks.fastembed_ref import BATCH_SIZE, FastembedUnavailable, fastembed_run  # noqa: E402
 
 MODEL = "packaged:all-MiniLM-L6-v2"
 
@@ -103,6 +109,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N documents only (no nDCG then)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch-tokens", type=int, default=4096)
+    ap.add_argument("--fastembed-batch-size", type=int, default=BATCH_SIZE, help="texts per fastembed batch")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -122,6 +129,12 @@ def main() -> None:
         qids = sorted(queries)
         qv = qm.encode_texts([queries[k] for k in qids]).numpy()
         qvecs = dict(zip(qids, qv))
+
+    try:  # first: a broken fastembed venv fails before the long encodes, not after
+        fe_vecs, fe_info = fastembed_run(texts, args.threads, args.fastembed_batch_size, warmup=32)
+    except FastembedUnavailable as e:
+        print(e)
+        fe_vecs, fe_info = None, {"skipped": str(e)}
 
     rows, ref = [], None
     with tempfile.TemporaryDirectory() as cache:
@@ -143,13 +156,16 @@ def main() -> None:
         return r
 
     rows.append(row("sentence-transformers encode (fp32, bare)", bare_vecs, bare_s, 0.0))
+    if fe_vecs is not None:
+        rows.append(row(f"fastembed {fe_info['fastembed']} (onnxruntime fp32, batch {fe_info['batch_size']})",
+                        fe_vecs, fe_info["encode_s"], fe_info["export_s"]))
     for (backend, precision), (vecs, seconds, export, label) in results.items():
         name = "encode stage, torch fp32" if backend == "torch" else f"encode stage, {label}"
         rows.append(row(name, vecs, seconds, export))
     print(markdown_table(rows, list(rows[0])))
     info = {"docs": len(texts), "threads": args.threads, "batch_tokens": args.batch_tokens,
             "native_bf16": native_bf16(cpu_flags()), "machine": machine(), "dataset": args.dataset,
-            "split": args.split if qvecs else None}
+            "split": args.split if qvecs else None, "fastembed": fe_info}
     path = write_result("cpu_backends", {"rows": rows, **info}, args.out)
     path.with_suffix(".md").write_text(markdown_table(rows, list(rows[0])) + "\n")
     print(f"wrote {path}")
