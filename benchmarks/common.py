@@ -93,10 +93,15 @@ def write_result(name: str, payload: dict[str, Any], out: Path | None = None) ->
     return path
 
 
+def indexer_command() -> list[str]:
+    """The ``indexer`` console script of this venv (``python -m indexer.cli`` without one)."""
+    exe = Path(sys.executable).with_name("indexer")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "indexer.cli"]
+
+
 def indexer_cli(*args: str, env: dict[str, str] | None = None, timeout: int = 3600) -> tuple[float, dict[str, Any]]:
     """Run ``indexer ... --json`` in a fresh process; returns (wall seconds, parsed stdout)."""
-    exe = Path(sys.executable).with_name("indexer")
-    cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "indexer.cli"]), *args]
+    cmd = [*indexer_command(), *args]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})

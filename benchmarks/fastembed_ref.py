@@ -10,7 +10,7 @@ exported to ONNX in the main venv (torch tracer, ``last_hidden_state`` with dyna
 sequence; tokenizer files copied, truncation at the model's 256 tokens, as sentence-transformers and
 the project truncate) into ``.indexer/fastembed/<model>-<hash>`` once, and registered with
 ``TextEmbedding.add_custom_model`` (mean pooling, normalized), as a user adds a model fastembed
-doesn't list. ``fastembed_encode`` (main venv) prepares the export and runs this same file under
+doesn't list. ``fastembed_run`` (main venv) prepares the export and runs this same file under
 ``.venv-fastembed/bin/python`` (``worker`` sub-command: texts from a JSON file, vectors to ``.npy``
 and timings to JSON, model load apart from encode). Module-level imports are stdlib and numpy only,
 so the file runs in both venvs.
@@ -146,19 +146,13 @@ def _export_onnx(folder: Path, path: Path) -> None:
                                         "last_hidden_state": axes})
 
 
-def fastembed_encode(texts: list[str], threads: int, batch_size: int = BATCH_SIZE, warmup: int = 0,
-                     model_ref: str = MODEL) -> tuple[np.ndarray, float, float]:
-    """Encode ``texts`` with fastembed in ``.venv-fastembed``; (vectors, model load s, encode s).
+def fastembed_run(texts: list[str], threads: int, batch_size: int = BATCH_SIZE, warmup: int = 0,
+                  model_ref: str = MODEL) -> tuple[np.ndarray, dict]:
+    """Encode ``texts`` with fastembed in ``.venv-fastembed``; (vectors, what the worker reports: model load
+    and encode seconds, versions, truncation, and the export).
 
     ``warmup`` texts are embedded once after loading and before the timed encode (not counted).
     Raises ``FastembedUnavailable`` when the venv or fastembed in it is missing."""
-    vecs, info = fastembed_run(texts, threads, batch_size, warmup, model_ref)
-    return vecs, info["load_s"], info["encode_s"]
-
-
-def fastembed_run(texts: list[str], threads: int, batch_size: int = BATCH_SIZE, warmup: int = 0,
-                  model_ref: str = MODEL) -> tuple[np.ndarray, dict]:
-    """``fastembed_encode`` with everything the worker reports (versions, truncation, export)."""
     reason = unavailable_reason()
     if reason:
         raise FastembedUnavailable(reason)

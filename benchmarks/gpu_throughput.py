@@ -86,12 +86,12 @@ def synthetic_texts(n: int, max_tokens: int, seed: int = 0) -> list[str]:
     lengths uniform in [0.75, 1] x ``max_tokens`` tokens including the specials."""
     from indexer.encoders.models import load_tokenizer
 
-    vocab = sorted(w for w in load_tokenizer(PACKAGED).get_vocab()
-                   if w.isascii() and w.isalpha() and w.islower() and len(w) > 2)
+    vocab = np.array(sorted(w for w in load_tokenizer(PACKAGED).get_vocab()
+                            if w.isascii() and w.isalpha() and w.islower() and len(w) > 2))
     rng = np.random.default_rng(seed)
     lo = max(1, int(0.75 * max_tokens) - 2)
     words = rng.integers(lo, max_tokens - 2 + 1, size=n)
-    return [" ".join(rng.choice(vocab, size=int(k))) for k in words]
+    return [" ".join(rng.choice(vocab, size=int(k)).tolist()) for k in words]
 
 
 # -- measuring helpers ----------------------------------------------------------------------

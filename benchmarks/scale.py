@@ -55,8 +55,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, ROOT, markdown_table, write_result  # noqa: E402
-from benchmarks.gpu_throughput import PACKAGED, random_bert  # noqa: E402
+from benchmarks.common import RESULTS, ROOT, indexer_command, markdown_table, write_result  # noqa: E402
+from benchmarks.gpu_throughput import random_bert, synthetic_texts  # noqa: E402
 
 TARGET_VS_BARE = 0.5  # job rows/s over bare-encode rows/s
 TARGET_PSS_GROWTH = 1.25  # peak PSS, largest N over smallest N
@@ -68,22 +68,6 @@ def log(msg: str) -> None:
 
 
 # -- corpus ---------------------------------------------------------------------------------
-
-def synthetic_texts(n: int, max_tokens: int, seed: int = 0) -> list[str]:
-    """The chunks of :func:`benchmarks.gpu_throughput.synthetic_texts` (same seed, same texts), made
-    fast: the vocabulary becomes an array once, not on every ``rng.choice`` (which made 200k chunks
-    take minutes)."""
-    import numpy as np
-
-    from indexer.encoders.models import load_tokenizer
-
-    vocab = np.array(sorted(w for w in load_tokenizer(PACKAGED).get_vocab()
-                            if w.isascii() and w.isalpha() and w.islower() and len(w) > 2))
-    rng = np.random.default_rng(seed)
-    lo = max(1, int(0.75 * max_tokens) - 2)
-    words = rng.integers(lo, max_tokens - 2 + 1, size=n)
-    return [" ".join(rng.choice(vocab, size=int(k)).tolist()) for k in words]
-
 
 def write_corpus(texts: list[str], out_dir: Path, file_rows: int, row_group: int) -> tuple[int, int]:
     """``texts`` as Parquet files of ``file_rows`` rows (id, title="", text) in ``out_dir``;
@@ -122,12 +106,6 @@ class StealMeter:
 
 
 # -- the job, with its memory sampled -------------------------------------------------------
-
-def indexer_cmd() -> list[str]:
-    """The ``indexer`` console script of this venv (``python -m indexer.cli`` without one)."""
-    exe = Path(sys.executable).with_name("indexer")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "indexer.cli"]
-
 
 def tree_pss(root_pid: int, seen: dict[tuple[int, float], str]) -> tuple[int, int, dict[str, int]]:
     """Summed PSS (bytes) of ``root_pid`` and its descendants, how many processes were read, and PSS
@@ -177,12 +155,11 @@ def proc_name(p) -> str:
 def run_job(overrides: list[str], work: Path, interval: float, timeout: float) -> dict[str, Any]:
     """``indexer run configs/local.yaml --json`` in a fresh process with its own Ray temp dir;
     returns wall seconds, the manifest, the exit code and the PSS samples of its process tree."""
-    import psutil
 
     ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # Ray's socket paths must stay < 108 bytes
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", RAY_TMPDIR=ray_tmp)
-    cmd = [*indexer_cmd(), "run", str(ROOT / "configs" / "local.yaml"), "--json",
+    cmd = [*indexer_command(), "run", str(ROOT / "configs" / "local.yaml"), "--json",
            *sum((["--set", o] for o in overrides), [])]
     out_path, err_path = work / "stdout.json", work / "stderr.log"
     seen: dict[tuple[int, float], str] = {}
