@@ -107,10 +107,12 @@ class StealMeter:
 
 # -- the job, with its memory sampled -------------------------------------------------------
 
-def tree_pss(root_pid: int, seen: dict[tuple[int, float], str]) -> tuple[int, int, dict[str, int]]:
+def tree_pss(root_pid: int, seen: dict[tuple[int, float], str],
+             cpu: dict[tuple[int, float], float] | None = None) -> tuple[int, int, dict[str, int]]:
     """Summed PSS (bytes) of ``root_pid`` and its descendants, how many processes were read, and PSS
     per process name; records every process met in ``seen`` ((pid, create time) -> latest name).
-    Names are read every time: a Ray worker starts as ``setup_worker.py`` and renames itself."""
+    Names are read every time: a Ray worker starts as ``setup_worker.py`` and renames itself.
+    ``cpu`` gets each process's CPU seconds so far (user + system)."""
     import psutil
 
     try:
@@ -124,6 +126,9 @@ def tree_pss(root_pid: int, seen: dict[tuple[int, float], str]) -> tuple[int, in
             pss = p.memory_full_info().pss
             name = proc_name(p)
             key = (p.pid, p.create_time())
+            if cpu is not None:
+                t = p.cpu_times()
+                cpu[key] = t.user + t.system
         except psutil.Error:  # gone, or a zombie, between listing and reading
             continue
         seen[key] = name
@@ -152,9 +157,12 @@ def proc_name(p) -> str:
     return base
 
 
-def run_job(overrides: list[str], work: Path, interval: float, timeout: float) -> dict[str, Any]:
+def run_job(overrides: list[str], work: Path, interval: float, timeout: float,
+            profile: Path | None = None) -> dict[str, Any]:
     """``indexer run configs/local.yaml --json`` in a fresh process with its own Ray temp dir;
-    returns wall seconds, the manifest, the exit code and the PSS samples of its process tree."""
+    returns wall seconds, the manifest, the exit code and the PSS samples of its process tree.
+    ``profile``: a folder where ``py-spy record`` samples each Python process of the tree (the CLI and
+    every Ray worker, attached when first seen) into ``<pid>.txt`` (raw stacks), named in ``roles.json``."""
 
     ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # Ray's socket paths must stay < 108 bytes
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -163,14 +171,18 @@ def run_job(overrides: list[str], work: Path, interval: float, timeout: float) -
            *sum((["--set", o] for o in overrides), [])]
     out_path, err_path = work / "stdout.json", work / "stderr.log"
     seen: dict[tuple[int, float], str] = {}
+    cpu: dict[tuple[int, float], float] = {}
     samples: list[tuple[float, float, int]] = []  # (seconds since start, PSS MiB, processes)
     peak, peak_by_name = 0, {}
+    spies = Spies(profile) if profile is not None else None
     with open(out_path, "w") as out, open(err_path, "w") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
         try:
             while True:
-                total, count, by_name = tree_pss(proc.pid, seen)
+                total, count, by_name = tree_pss(proc.pid, seen, cpu)
+                if profile is not None:
+                    spies.attach(seen)
                 now = time.perf_counter() - t0
                 if total:
                     samples.append((round(now, 2), round(total / 2 ** 20, 1), count))
@@ -188,6 +200,8 @@ def run_job(overrides: list[str], work: Path, interval: float, timeout: float) -
                 proc.kill()
         wall = time.perf_counter() - t0
     lingering = reap(seen, proc.pid)
+    if spies is not None:
+        spies.finish(seen)
     shutil.rmtree(ray_tmp, ignore_errors=True)
     text = out_path.read_text()
     if proc.returncode not in (0, 1) or not text.strip():
@@ -197,7 +211,48 @@ def run_job(overrides: list[str], work: Path, interval: float, timeout: float) -
             "peak_pss_mb": round(peak / 2 ** 20, 1),
             "peak_pss_by_process_mb": {k: round(v / 2 ** 20, 1) for k, v in
                                        sorted(peak_by_name.items(), key=lambda kv: -kv[1])},
-            "processes_seen": len(seen), "lingering": lingering}
+            "processes_seen": len(seen), "lingering": lingering, "cpu_s_by_process": cpu_by_name(seen, cpu)}
+
+
+def cpu_by_name(seen: dict[tuple[int, float], str], cpu: dict[tuple[int, float], float]) -> dict[str, float]:
+    """CPU seconds per process name (as last sampled, so a process's last half second may be missing),
+    largest first, with their ``total``."""
+    out: dict[str, float] = {}
+    for key, seconds in cpu.items():
+        out[seen[key]] = out.get(seen[key], 0.0) + seconds
+    out = {k: round(v, 1) for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+    return {"total": round(sum(out.values()), 1), **out}
+
+
+class Spies:
+    """One ``py-spy record`` per Ray worker and the CLI (raw stacks at 20 Hz, CPU samples only),
+    started when the process first shows a ``ray::`` title (a worker execs before it takes one, and
+    py-spy cannot follow an exec); :meth:`finish` waits for them and writes
+    ``roles.json`` (pid -> the process's last name)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    def attach(self, seen: dict[tuple[int, float], str]) -> None:
+        for pid, _ in seen:
+            name = seen[(pid, _)]
+            if pid in self.procs or not (name.startswith("ray::") or name == "python:indexer"):
+                continue
+            self.procs[pid] = subprocess.Popen(
+                [self.exe, "record", "--pid", str(pid), "--nonblocking", "--rate", "20", "--format", "raw",
+                 "-o", str(self.folder / f"{pid}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def finish(self, seen: dict[tuple[int, float], str]) -> None:
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        roles = {str(pid): name for (pid, _), name in seen.items() if pid in self.procs}
+        (self.folder / "roles.json").write_text(json.dumps(roles, indent=1))
 
 
 def reap(seen: dict[tuple[int, float], str], root_pid: int, grace: float = 10.0) -> list[str]:
@@ -324,6 +379,9 @@ def parse_args(argv: list[str] | None):
                     help="extra config overrides for the job (repeatable)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for scale.json and scale.png")
     ap.add_argument("--keep", action="store_true", help="keep the corpora, indexes and job logs (path printed)")
+    ap.add_argument("--profile", action="store_true",
+                    help="run each job under py-spy (sampling every process of its tree) and print where each "
+                         "process role spends its samples; raw stacks go to <out>/scale_profile_n<N>/")
     return ap.parse_args(argv)
 
 
@@ -348,7 +406,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             log(f"{label}: {n} chunks in {files} file(s), {groups} row group(s); running the job")
             with StealMeter() as steal:
                 res = run_job([*base, f"corpus.path={work / 'corpus'}", f"index.dir={work / 'index'}",
-                               *args.overrides], work, args.interval, args.timeout)
+                               *args.overrides], work, args.interval, args.timeout,
+                              profile=args.out / f"scale_profile_{label}" if args.profile and n in sizes
+                              else None)
             res.update(files=files, row_groups=groups, steal_share=steal.share)
             m = res["manifest"]
             log(f"{label}: {m.get('status')} in {res['wall']:.1f}s, indexed {m.get('counts', {}).get('indexed')}, "
@@ -393,6 +453,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "returncode": res["returncode"],
                          "manifest": m, "bare": bare, "pss_samples": res["samples"],
                          "peak_pss_by_process_mb": res["peak_pss_by_process_mb"],
+                         "cpu_s_by_process": res["cpu_s_by_process"],
                          "processes_seen": res["processes_seen"], "lingering_processes": res["lingering"]})
             if res["lingering"]:
                 log(f"N={n}: still alive after the job, terminated: {', '.join(res['lingering'])}")

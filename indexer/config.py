@@ -376,6 +376,11 @@ class SearchConfig(_Section):
 class RayConfig(_Section):
     address: str | None = Field(None, description="Ray cluster address; None = connect or start locally.")
     object_store_mb: int | None = Field(None, ge=64, description="Object store size for a local Ray start.")
+    block_mb: float = Field(
+        8.0, gt=0, le=1024,
+        description="Largest block a stage emits (Ray Data's target_max_block_size). The encoder actors' output "
+                    "is cut at this size, so writing starts while encoding goes on and the object store holds "
+                    "a bounded number of encoded rows.")
 
 
 class VerifyConfig(_Section):

@@ -185,3 +185,16 @@ def test_incremental_rerun_and_rollback(built, monkeypatch):
     assert m3["mode"] == "full" and m3["alias_moved"] and m3["versions"]["before"] == m1["versions"]["built"]
     r = rollback(cfg)
     assert r["to"] == m1["versions"]["built"]
+
+
+def test_encoded_rows_reach_the_writer_in_bounded_blocks(tmp_path):
+    """An actor stage fills one output block across its calls up to Ray Data's target block size (128 MiB
+    by default): the encoded rows then reached the writer in one block, after the last encode. With
+    ``ray.block_mb`` they leave the encoder in blocks of about that size, so the writes go on meanwhile."""
+    docs = _docs(160)
+    write_parquet(tmp_path / "corpus" / "a.parquet", docs, row_group_size=20)
+    m = run(_cfg(tmp_path, tmp_path / "corpus", "ray.block_mb=0.05"))
+    assert m["counts"]["indexed"] == 160
+    write = m["stages"]["write"]
+    assert write["blocks"] >= 4, write  # 160 rows of ~2.5 KB in blocks of ~50 KB
+    assert write["start"] < m["stages"]["encode"]["end"], (write, m["stages"]["encode"])

@@ -87,6 +87,7 @@ class WriteOutcome:
     store_rejects: list[tuple[str, str]]  # (chunk id, reason) a store refused
     stage_stats: dict[str, dict[str, Any]]  # per-stage rows, seconds, nodes, tokens ...
     seconds: float  # wall time of the Ray graph
+    start: float = 0.0  # epoch seconds when the Ray graph started (the stages' start/end are epoch seconds too)
 
 
 def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,
@@ -423,7 +424,10 @@ def write(ctx: RunContext, fragments: list[Fragment], live_hashes: pa.Table | No
     seconds = time.perf_counter() - t0
     stage_stats = ray.get(stats_actor.snapshot.remote())
     ray.kill(stats_actor)
-    return WriteOutcome([r for res in sink.results.values() for r in res.rejects], stage_stats, seconds)
+    if sink.finalize_seconds:  # flush, index build and merges after the last block, per store
+        stage_stats["finalize"] = {"seconds": max(sink.finalize_seconds.values()), **sink.finalize_seconds}
+    return WriteOutcome([r for res in sink.results.values() for r in res.rejects], stage_stats, seconds,
+                        round(time.time() - seconds, 3))
 
 
 # ------------------------------------------------------------------------------------------
@@ -470,7 +474,7 @@ def add_stage_stats(stages: dict[str, Any], written: WriteOutcome, counts: dict[
     """Per-stage stats of the Ray graph, the whole graph's rate, and the encoder's padding share."""
     for name, st in written.stage_stats.items():
         stages[name] = st
-    stages["pipeline"] = {"rows": counts["encoded"], "seconds": round(written.seconds, 3),
+    stages["pipeline"] = {"rows": counts["encoded"], "seconds": round(written.seconds, 3), "start": written.start,
                           "rows_per_s": round(counts["encoded"] / max(written.seconds, 1e-9), 2)}
     enc = written.stage_stats.get("encode", {})
     if enc.get("tokens"):

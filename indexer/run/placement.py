@@ -29,11 +29,24 @@ def driver_runtime_env(environ: Mapping[str, str]) -> dict[str, Any] | None:
 
 
 def init_ray(cfg: JobConfig) -> None:
-    """Connect to the cluster (``ray.address`` or ``RAY_ADDRESS``), or start a local one."""
+    """Connect to the cluster (``ray.address`` or ``RAY_ADDRESS``), or start a local one (unless this
+    process is connected already), and set this run's Ray Data options."""
     import ray
 
-    if ray.is_initialized():
-        return
+    if not ray.is_initialized():
+        _connect(cfg)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.print_on_execution_start = False
+    # An actor stage fills one output block across its calls until the block reaches this size: with
+    # Ray's default (128 MiB) a small run's encoded rows leave the encoder all at once, at the end.
+    ctx.target_max_block_size = int(cfg.ray.block_mb * 1024 * 1024)
+
+
+def _connect(cfg: JobConfig) -> None:
+    import ray
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     kwargs: dict[str, Any] = {"log_to_driver": True, "configure_logging": False}
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
@@ -44,9 +57,6 @@ def init_ray(cfg: JobConfig) -> None:
         if cfg.ray.object_store_mb:
             kwargs["object_store_memory"] = cfg.ray.object_store_mb * 1024 * 1024
         ray.init(include_dashboard=False, runtime_env=runtime_env, **kwargs)
-    from ray.data import DataContext
-
-    DataContext.get_current().print_on_execution_start = False
 
 
 @dataclass

@@ -46,6 +46,8 @@ class StageStats:
                 "seconds": round(wall, 4),
                 "busy_seconds": round(s["busy_seconds"], 4),
                 "rows_per_s": round(s["rows"] / wall, 2),
+                "start": round(s["start"], 3),  # epoch seconds: where the stage sits in the run's timeline
+                "end": round(s["end"], 3),
                 "nodes": sorted(s["nodes"]),
                 **{k: (round(v, 4) if isinstance(v, float) else dict(sorted(v.items())) if isinstance(v, dict) else v)
                    for k, v in s["extra"].items()},

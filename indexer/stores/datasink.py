@@ -91,6 +91,7 @@ class StoreDatasink(Datasink):
         self.after_block = after_block
         self.results: dict[str, WriteResult] = {}
         self.counts: dict[str, int] = {}
+        self.finalize_seconds: dict[str, float] = {}  # label -> seconds from the start of finishing to its end
         self._writers: dict[str, Any] = {}
 
     def get_name(self) -> str:
@@ -119,10 +120,11 @@ class StoreDatasink(Datasink):
                 n = len(next(iter(batch.values()), []))
                 if not n:
                     continue
-                measure = self.reporter.measure("write", n) if self.reporter is not None else nullcontext()
-                with measure:
-                    for label, target, collection in self.targets:
-                        out[label] = out[label].merge(self._upsert(label, target, collection, batch, opened))
+                measure = self.reporter.measure("write", n) if self.reporter is not None else nullcontext({})
+                with measure as extra:
+                    extra["blocks"] = 1
+                    for label, res in self._upsert_all(batch, opened).items():
+                        out[label] = out[label].merge(res)
                     if self.after_block is not None:
                         self.after_block(batch)
         finally:
@@ -130,17 +132,26 @@ class StoreDatasink(Datasink):
                 store.close()
         return out
 
-    def _upsert(self, label: str, target: StoreTarget, collection: str, batch: Columns,
-                opened: dict[str, Store]) -> WriteResult:
-        """Write one block to one store: through its writer actor, or a client this task opened once."""
-        if target.single_writer:
-            writer = ray.get_actor(self._writer_name(label))
-            return ray.get(writer.upsert.remote(batch))
-        store = opened.get(label) or opened.setdefault(label, target())
-        t1 = time.perf_counter()
-        res = store.upsert(collection, batch)
-        res.seconds = time.perf_counter() - t1
-        return res
+    def _upsert_all(self, batch: Columns, opened: dict[str, Store]) -> dict[str, WriteResult]:
+        """Write one block to every store: the writer actors' calls go out first (one copy of the
+        block in the object store for all of them) and run while this task writes to the stores it
+        opened itself; returns once every store acknowledged the block."""
+        pending = {}
+        single = [(label, collection) for label, target, collection in self.targets if target.single_writer]
+        if single:
+            ref = ray.put(batch)
+            pending = {label: ray.get_actor(self._writer_name(label)).upsert.remote(ref) for label, _ in single}
+        results: dict[str, WriteResult] = {}
+        for label, target, collection in self.targets:
+            if not target.single_writer:
+                store = opened.get(label) or opened.setdefault(label, target())
+                t1 = time.perf_counter()
+                res = store.upsert(collection, batch)
+                res.seconds = time.perf_counter() - t1
+                results[label] = res
+        for label, res in zip(pending, ray.get(list(pending.values()))):
+            results[label] = res
+        return {label: results[label] for label, *_ in self.targets}
 
     def on_write_complete(self, write_result) -> None:
         self._finish(write_result.write_returns)
@@ -158,19 +169,24 @@ class StoreDatasink(Datasink):
             for label, res in per_task.items():
                 totals[label] = totals[label].merge(res)
         self.results = totals
+        t0 = time.perf_counter()
+        finishing = {label: self._writers[label].finalize.remote()  # the writer actors finalise in parallel
+                     for label, target, _ in self.targets if target.single_writer}
         for label, target, collection in self.targets:
-            if target.single_writer:
-                writer = self._writers[label]
-                self.counts[label] = ray.get(writer.finalize.remote())
-                ray.get(writer.close.remote())
-                ray.kill(writer)
-            else:
+            if not target.single_writer:
                 store = target()
                 try:
                     store.finalize(collection)
                     self.counts[label] = store.count(collection)
                 finally:
                     store.close()
+                self.finalize_seconds[label] = round(time.perf_counter() - t0, 3)
+        for label, ref in finishing.items():
+            writer = self._writers[label]
+            self.counts[label] = ray.get(ref)
+            self.finalize_seconds[label] = round(time.perf_counter() - t0, 3)
+            ray.get(writer.close.remote())
+            ray.kill(writer)
 
     def on_write_failed(self, error: Exception) -> None:
         for label, *_rest in self.targets:
