@@ -40,7 +40,7 @@ def built(tmp_path_factory):
     ]
     write_parquet(tmp / "corpus" / "b.parquet", bad)
     (tmp / "corpus" / "c.parquet").write_bytes(b"PAR1 broken")
-    cfg = _cfg(tmp, tmp / "corpus")
+    cfg = _cfg(tmp, tmp / "corpus", "ray.block_mb=0.05")
     manifest = run(cfg)
     return tmp, cfg, docs, manifest
 
@@ -187,14 +187,13 @@ def test_incremental_rerun_and_rollback(built, monkeypatch):
     assert r["to"] == m1["versions"]["built"]
 
 
-def test_encoded_rows_reach_the_writer_in_bounded_blocks(tmp_path):
+
+def test_encoded_rows_reach_the_writer_in_bounded_blocks(built):
     """An actor stage fills one output block across its calls up to Ray Data's target block size (128 MiB
     by default): the encoded rows then reached the writer in one block, after the last encode. With
-    ``ray.block_mb`` they leave the encoder in blocks of about that size, so the writes go on meanwhile."""
-    docs = _docs(160)
-    write_parquet(tmp_path / "corpus" / "a.parquet", docs, row_group_size=20)
-    m = run(_cfg(tmp_path, tmp_path / "corpus", "ray.block_mb=0.05"))
-    assert m["counts"]["indexed"] == 160
+    ``ray.block_mb`` (0.05 in ``built``) they leave the encoder in blocks of about that size, so the
+    writes go on meanwhile."""
+    m = built[3]
     write = m["stages"]["write"]
-    assert write["blocks"] >= 4, write  # 160 rows of ~2.5 KB in blocks of ~50 KB
+    assert write["blocks"] >= 4, write  # 120 rows of ~2.5 KB in blocks of ~50 KB
     assert write["start"] < m["stages"]["encode"]["end"], (write, m["stages"]["encode"])
