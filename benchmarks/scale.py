@@ -32,8 +32,10 @@ timed after the load (fastest of ``--bare-repeat`` passes). ``steal_job`` / ``st
 of CPU time the hypervisor stole meanwhile (a shared VM's noise: compare runs with low shares).
 
 Targets: at the largest N job rows/s >= 0.5 x bare rows/s; from the smallest to the largest N rows/s
-does not fall and peak PSS grows at most 1.25x. Prints markdown tables, writes ``scale.json`` and
-``scale.png`` (job and bare seconds vs N, peak PSS vs N) into ``--out`` (default ``benchmarks/results``).
+does not fall and peak PSS grows at most 1.25x. ``cpu_s_by_process``: CPU seconds per process name
+(sampled with the memory). ``--profile`` also records each measured job with py-spy (:class:`Spies`).
+Prints markdown tables, writes ``scale.json`` and ``scale.png`` (job and bare seconds vs N, peak PSS
+vs N) into ``--out`` (default ``benchmarks/results``).
 """
 
 from __future__ import annotations
@@ -161,8 +163,8 @@ def run_job(overrides: list[str], work: Path, interval: float, timeout: float,
             profile: Path | None = None) -> dict[str, Any]:
     """``indexer run configs/local.yaml --json`` in a fresh process with its own Ray temp dir;
     returns wall seconds, the manifest, the exit code and the PSS samples of its process tree.
-    ``profile``: a folder where ``py-spy record`` samples each Python process of the tree (the CLI and
-    every Ray worker, attached when first seen) into ``<pid>.txt`` (raw stacks), named in ``roles.json``."""
+    ``profile``: a folder where ``py-spy record`` samples the CLI and every Ray worker (see :class:`Spies`)
+    into ``<pid>.txt`` (raw stacks), named in ``roles.json``."""
 
     ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # Ray's socket paths must stay < 108 bytes
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -181,7 +183,7 @@ def run_job(overrides: list[str], work: Path, interval: float, timeout: float,
         try:
             while True:
                 total, count, by_name = tree_pss(proc.pid, seen, cpu)
-                if profile is not None:
+                if spies is not None:
                     spies.attach(seen)
                 now = time.perf_counter() - t0
                 if total:
@@ -237,8 +239,7 @@ class Spies:
         self.procs: dict[int, subprocess.Popen] = {}
 
     def attach(self, seen: dict[tuple[int, float], str]) -> None:
-        for pid, _ in seen:
-            name = seen[(pid, _)]
+        for (pid, _), name in seen.items():
             if pid in self.procs or not (name.startswith("ray::") or name == "python:indexer"):
                 continue
             self.procs[pid] = subprocess.Popen(
@@ -380,8 +381,8 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--out", type=Path, default=RESULTS, help="folder for scale.json and scale.png")
     ap.add_argument("--keep", action="store_true", help="keep the corpora, indexes and job logs (path printed)")
     ap.add_argument("--profile", action="store_true",
-                    help="run each job under py-spy (sampling every process of its tree) and print where each "
-                         "process role spends its samples; raw stacks go to <out>/scale_profile_n<N>/")
+                    help="sample the CLI and every Ray worker of each measured job with py-spy: raw stacks "
+                         "(one <pid>.txt per process, roles.json names them) go to <out>/scale_profile_n<N>/")
     return ap.parse_args(argv)
 
 
@@ -407,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             with StealMeter() as steal:
                 res = run_job([*base, f"corpus.path={work / 'corpus'}", f"index.dir={work / 'index'}",
                                *args.overrides], work, args.interval, args.timeout,
-                              profile=args.out / f"scale_profile_{label}" if args.profile and n in sizes
+                              profile=args.out / f"scale_profile_{label}" if args.profile and label != "warmup"
                               else None)
             res.update(files=files, row_groups=groups, steal_share=steal.share)
             m = res["manifest"]

@@ -187,7 +187,6 @@ def test_incremental_rerun_and_rollback(built, monkeypatch):
     assert r["to"] == m1["versions"]["built"]
 
 
-
 def test_encoded_rows_reach_the_writer_in_bounded_blocks(built):
     """An actor stage fills one output block across its calls up to Ray Data's target block size (128 MiB
     by default): the encoded rows then reached the writer in one block, after the last encode. With

@@ -87,7 +87,7 @@ class WriteOutcome:
     store_rejects: list[tuple[str, str]]  # (chunk id, reason) a store refused
     stage_stats: dict[str, dict[str, Any]]  # per-stage rows, seconds, nodes, tokens ...
     seconds: float  # wall time of the Ray graph
-    start: float = 0.0  # epoch seconds when the Ray graph started (the stages' start/end are epoch seconds too)
+    start: float  # epoch seconds when the Ray graph started (the stages' start/end are epoch seconds too)
 
 
 def run(cfg: JobConfig, *, full: bool = False, allow_deletes: bool = False,

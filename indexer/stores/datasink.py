@@ -137,10 +137,10 @@ class StoreDatasink(Datasink):
         block in the object store for all of them) and run while this task writes to the stores it
         opened itself; returns once every store acknowledged the block."""
         pending = {}
-        single = [(label, collection) for label, target, collection in self.targets if target.single_writer]
+        single = [label for label, target, _ in self.targets if target.single_writer]
         if single:
             ref = ray.put(batch)
-            pending = {label: ray.get_actor(self._writer_name(label)).upsert.remote(ref) for label, _ in single}
+            pending = {label: ray.get_actor(self._writer_name(label)).upsert.remote(ref) for label in single}
         results: dict[str, WriteResult] = {}
         for label, target, collection in self.targets:
             if not target.single_writer:
@@ -181,10 +181,15 @@ class StoreDatasink(Datasink):
                 finally:
                     store.close()
                 self.finalize_seconds[label] = round(time.perf_counter() - t0, 3)
-        for label, ref in finishing.items():
-            writer = self._writers[label]
+        label_of = {ref: label for label, ref in finishing.items()}
+        waiting = list(finishing.values())
+        while waiting:  # in the order they finish, so each store's seconds are its own
+            (ref,), waiting = ray.wait(waiting, num_returns=1)
+            label = label_of[ref]
             self.counts[label] = ray.get(ref)
             self.finalize_seconds[label] = round(time.perf_counter() - t0, 3)
+        for label in finishing:
+            writer = self._writers[label]
             ray.get(writer.close.remote())
             ray.kill(writer)
 
