@@ -33,7 +33,8 @@ of CPU time the hypervisor stole meanwhile (a shared VM's noise: compare runs wi
 
 Targets: at the largest N job rows/s >= 0.5 x bare rows/s; from the smallest to the largest N rows/s
 does not fall and peak PSS grows at most 1.25x. ``cpu_s_by_process``: CPU seconds per process name
-(sampled with the memory). ``--profile`` also records each measured job with py-spy (:class:`Spies`).
+(sampled with the memory). ``--profile`` also records each measured job with py-spy (:class:`Spies`)
+and summarises each process's samples (:func:`summarise_profile`: a table, and ``summary.json``).
 Prints markdown tables, writes ``scale.json`` and ``scale.png`` (job and bare seconds vs N, peak PSS
 vs N) into ``--out`` (default ``benchmarks/results``).
 """
@@ -62,6 +63,7 @@ from benchmarks.gpu_throughput import random_bert, synthetic_texts  # noqa: E402
 
 TARGET_VS_BARE = 0.5  # job rows/s over bare-encode rows/s
 TARGET_PSS_GROWTH = 1.25  # peak PSS, largest N over smallest N
+PROFILE_HZ = 20  # py-spy's sampling rate (Spies)
 RUN_ID = re.compile(r"-\d{8}T\d{6}Z-[0-9a-f]+")  # in the names of a run's Ray actors
 
 
@@ -243,7 +245,7 @@ class Spies:
             if pid in self.procs or not (name.startswith("ray::") or name == "python:indexer"):
                 continue
             self.procs[pid] = subprocess.Popen(
-                [self.exe, "record", "--pid", str(pid), "--nonblocking", "--rate", "20", "--format", "raw",
+                [self.exe, "record", "--pid", str(pid), "--nonblocking", "--rate", str(PROFILE_HZ), "--format", "raw",
                  "-o", str(self.folder / f"{pid}.txt")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def finish(self, seen: dict[tuple[int, float], str]) -> None:
@@ -254,6 +256,68 @@ class Spies:
                 p.kill()
         roles = {str(pid): name for (pid, _), name in seen.items() if pid in self.procs}
         (self.folder / "roles.json").write_text(json.dumps(roles, indent=1))
+
+
+FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]+)(?::\d+)?\)$")
+
+
+def frame_name(frame: str) -> tuple[str, str]:
+    """``("func (file)", file)`` of one raw py-spy frame ``func (file:line)``, the line dropped so
+    samples of one function add up."""
+    m = FRAME.match(frame.strip())
+    if not m:
+        return frame.strip(), ""
+    return f"{m['func']} ({m['file']})", m["file"]
+
+
+def summarise_stacks(lines: list[str], top: int = 5) -> dict[str, Any]:
+    """What one process spent its CPU samples on, from py-spy raw lines (``frame;frame;... count``):
+    ``samples``, ``seconds`` (at :data:`PROFILE_HZ`), ``own`` (per function of the ``indexer`` package,
+    the innermost one on each stack: where the project's code led) and ``leaf`` (the frame that was
+    running: the library or engine doing the work), each the ``top`` by share of the samples."""
+    total, own, leaf = 0, {}, {}
+    for line in lines:
+        stack, _, count = line.rstrip("\n").rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = [frame_name(f) for f in stack.split(";")]
+        name, _ = frames[-1]
+        leaf[name] = leaf.get(name, 0) + n
+        mine = next((f for f, file in reversed(frames) if file.startswith("indexer/")), "(not in indexer)")
+        own[mine] = own.get(mine, 0) + n
+
+    def shares(d: dict[str, int]) -> list[list[Any]]:
+        return [[k, round(v / total, 3)] for k, v in sorted(d.items(), key=lambda kv: -kv[1])[:top]]
+
+    return {"samples": total, "seconds": round(total / PROFILE_HZ, 1),
+            "own": shares(own) if total else [], "leaf": shares(leaf) if total else []}
+
+
+def summarise_profile(folder: Path, top: int = 5) -> list[dict[str, Any]]:
+    """One row per profiled process of a :class:`Spies` folder, busiest first: its role (``roles.json``;
+    a task worker ends as ``ray::IDLE``, so its busiest ``indexer`` function says what it ran) and
+    :func:`summarise_stacks`. Written as ``summary.json`` beside the stacks."""
+    roles = json.loads((folder / "roles.json").read_text()) if (folder / "roles.json").exists() else {}
+    rows = []
+    for f in sorted(folder.glob("*.txt")):
+        s = summarise_stacks(f.read_text(errors="replace").splitlines(), top)
+        if s["samples"]:
+            rows.append({"pid": int(f.stem), "role": roles.get(f.stem, "?"), **s})
+    rows.sort(key=lambda r: -r["samples"])
+    (folder / "summary.json").write_text(json.dumps(rows, indent=1))
+    return rows
+
+
+def profile_table(rows: list[dict[str, Any]]) -> str:
+    """The summary as markdown: role, pid, CPU seconds, the top own-code and leaf functions."""
+    def cell(pairs: list[list[Any]]) -> str:
+        return "<br>".join(f"{share:.0%} {name}" for name, share in pairs)
+
+    return markdown_table([{"role": r["role"], "pid": r["pid"], "cpu_s": r["seconds"], "indexer code": cell(r["own"]),
+                            "running": cell(r["leaf"])} for r in rows],
+                          ["role", "pid", "cpu_s", "indexer code", "running"])
 
 
 def reap(seen: dict[tuple[int, float], str], root_pid: int, grace: float = 10.0) -> list[str]:
@@ -382,7 +446,9 @@ def parse_args(argv: list[str] | None):
     ap.add_argument("--keep", action="store_true", help="keep the corpora, indexes and job logs (path printed)")
     ap.add_argument("--profile", action="store_true",
                     help="sample the CLI and every Ray worker of each measured job with py-spy: raw stacks "
-                         "(one <pid>.txt per process, roles.json names them) go to <out>/scale_profile_n<N>/")
+                         "(one <pid>.txt per process, roles.json names them) go to <out>/scale_profile_n<N>/, "
+                         "with summary.json (per process: CPU seconds, the busiest indexer functions and the "
+                         "frames running), also printed as a table")
     return ap.parse_args(argv)
 
 
@@ -411,6 +477,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                               profile=args.out / f"scale_profile_{label}" if args.profile and label != "warmup"
                               else None)
             res.update(files=files, row_groups=groups, steal_share=steal.share)
+            if args.profile and label != "warmup":
+                prof = summarise_profile(args.out / f"scale_profile_{label}")
+                print(f"\n{label}: CPU samples per process (py-spy, {PROFILE_HZ} Hz)\n" + profile_table(prof) + "\n")
             m = res["manifest"]
             log(f"{label}: {m.get('status')} in {res['wall']:.1f}s, indexed {m.get('counts', {}).get('indexed')}, "
                 f"peak PSS {res['peak_pss_mb']:.0f} MiB")

@@ -1,0 +1,36 @@
+"""The profile summary of ``benchmarks/scale.py --profile``: py-spy raw stacks -> CPU seconds per process."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.scale import PROFILE_HZ, summarise_profile, summarise_stacks
+
+TOKENIZE = ("<module> (ray/_private/workers/default_worker.py:323);Tokenize.__call__ (indexer/stages/tokenize.py:40);"
+            "tokenize_texts (indexer/encoders/tokens.py:{line});encode_batch (tokenizers/__init__.py:88)")
+READ = "<module> (ray/_private/workers/default_worker.py:323);read_fragment (indexer/sources/parquet.py:12);read (pyarrow/parquet.py:9)"
+IDLE = "<module> (ray/_private/workers/default_worker.py:323);Worker.main_loop (ray/_private/worker.py:1069)"
+
+
+def test_stacks_add_up_per_function_and_name_the_innermost_indexer_frame():
+    lines = [f"{TOKENIZE.format(line=50)} 30", f"{TOKENIZE.format(line=61)} 10", f"{READ} 20", f"{IDLE} 40",
+             "garbage line", ""]
+    s = summarise_stacks(lines)
+    assert s["samples"] == 100 and s["seconds"] == 100 / PROFILE_HZ
+    own = dict(map(tuple, s["own"]))  # the two lines of tokenize_texts are one function
+    assert own == {"tokenize_texts (indexer/encoders/tokens.py)": 0.4, "(not in indexer)": 0.4,
+                   "read_fragment (indexer/sources/parquet.py)": 0.2}
+    leaf = dict(map(tuple, s["leaf"]))
+    assert leaf["encode_batch (tokenizers/__init__.py)"] == 0.4 and leaf["Worker.main_loop (ray/_private/worker.py)"] == 0.4
+    assert summarise_stacks([f"{READ} 1"] * 9, top=1)["own"] == [["read_fragment (indexer/sources/parquet.py)", 1.0]]
+
+
+def test_profile_folder_rows_carry_roles_busiest_first(tmp_path):
+    (tmp_path / "11.txt").write_text(f"{READ} 3\n")
+    (tmp_path / "12.txt").write_text(f"{TOKENIZE.format(line=1)} 7\n")
+    (tmp_path / "13.txt").write_text("")  # a process that never ran Python code while sampled
+    (tmp_path / "roles.json").write_text(json.dumps({"11": "ray::IDLE", "12": "ray::MapWorker(MapBatches(Encode))"}))
+    rows = summarise_profile(tmp_path)
+    assert [(r["pid"], r["role"], r["samples"]) for r in rows] == [(12, "ray::MapWorker(MapBatches(Encode))", 7),
+                                                                   (11, "ray::IDLE", 3)]
+    assert json.loads((tmp_path / "summary.json").read_text()) == rows
