@@ -3,12 +3,15 @@
 Each collection is the shard directory ``root/<collection>``; aliases live in ``root/aliases.json``
 (replaced atomically). Layout of a point: see :mod:`indexer.stores.qdrant_common`.
 
-Bulk loading: the engine applies updates to an appendable segment and only builds HNSW graphs
-when :meth:`EdgeShard.optimize` runs, so a load is deferred-indexing by construction (checked:
-200k upserts leave one plain segment and ``indexed_vectors_count == 0``); :meth:`finalize` flushes
-and optimizes once. The WAL stays on: a write that returned survives a crash of the writer,
-which the run records of the pipeline rely on. The load flushes every ``FLUSH_EVERY`` points
-so the WAL does not grow with the corpus.
+Bulk loading: the engine applies updates to an appendable segment, held in memory, and only
+builds HNSW graphs (and the sparse inverted index) when :meth:`EdgeShard.optimize` runs. A load
+flushes and optimizes every ``SEGMENT_POINTS`` points, which turns the appendable segment into an
+indexed one on disk and starts a fresh one; the optimizer's ``max_segment_size`` is one such
+segment, so it never merges them back. No build then holds more than one segment, whatever the
+corpus size (one build over a whole corpus held it all: its memory grew with the corpus), and
+:meth:`finalize` only indexes the last one. The WAL stays on: a write that returned survives a
+crash of the writer, which the run records of the pipeline rely on; the flushes also keep the WAL
+from growing with the corpus.
 
 The engine locks a shard for one process: the pipeline writes through a single actor
 (``single_writer``), and searchers open the shard once nobody writes.
@@ -53,8 +56,11 @@ class EdgeVectorStore(VectorStore):
 
     UPDATE_POINTS = 4096
     """Points per engine update call (bounds the Python objects alive at once)."""
-    FLUSH_EVERY = 100_000
-    """Points written between flushes during a load: bounds the WAL and checkpoints segments."""
+    SEGMENT_POINTS = 50_000
+    """Points per indexed segment of a load: written between a flush and an optimize (bounds the
+    memory of an index build, the appendable segment and the WAL)."""
+    SEGMENTS = 8
+    """The optimizer's target segment count (it only merges segments smaller than one load segment)."""
     FULL_SCAN_KB = 10_000
     """Below this many KB of vectors a segment is searched by brute force (Qdrant's default)."""
 
@@ -91,7 +97,16 @@ class EdgeVectorStore(VectorStore):
         sparse = None
         if s.sparse:
             sparse = {qc.SPARSE: q.EdgeSparseVectorParams(modifier=q.Modifier.Idf if s.sparse_idf else None)}
-        return q.EdgeConfig(vectors=vectors, sparse_vectors=sparse, hnsw_config=hnsw)
+        return q.EdgeConfig(vectors=vectors, sparse_vectors=sparse, hnsw_config=hnsw, optimizers=self._optimizers())
+
+    def _optimizers(self):
+        """Segments of at most ``SEGMENT_POINTS`` points' dense vectors: the optimizer neither merges
+        load segments nor leaves one of them unindexed (Qdrant indexes from 10 MB by default)."""
+        s = self.spec
+        point_bytes = s.dim * (4 if s.quantization == "none" else 1) + (s.dim if s.rescore else 0)
+        kb = max(1, self.SEGMENT_POINTS * point_bytes // 1024)
+        return _edge().EdgeOptimizersConfig(max_segment_size=kb, indexing_threshold=min(kb, self.FULL_SCAN_KB),
+                                            default_segment_number=self.SEGMENTS)
 
     def _exists(self, collection: str) -> bool:
         path = self.dirs.path(collection)
@@ -169,8 +184,9 @@ class EdgeVectorStore(VectorStore):
                 raise RuntimeError(f"upsert into vector collection {collection!r} failed for {hi - lo} points "
                                    f"starting at chunk {rows.chunk_ids[lo]!r} (point {rows.point_ids[lo]}): {e}") from e
         self._unflushed[collection] = self._unflushed.get(collection, 0) + len(rows)
-        if self._unflushed[collection] >= self.FLUSH_EVERY:
+        if self._unflushed[collection] >= self.SEGMENT_POINTS:  # index this segment, start the next
             sh.flush()
+            sh.optimize()
             self._unflushed[collection] = 0
         return WriteResult(len(rows), rows.rejects, time.perf_counter() - t0)
 
@@ -183,7 +199,8 @@ class EdgeVectorStore(VectorStore):
         return len(ids)
 
     def finalize(self, collection: str) -> None:
-        """Flush, build the HNSW graphs (optimize: merge segments, index, vacuum deletes), flush again."""
+        """Flush, index what the load left unindexed (optimize: the last segment, merges of small
+        segments, vacuuming deletes), flush again."""
         sh = self._shards.get(collection)
         if sh is None:
             self.ensure_collection(collection)
