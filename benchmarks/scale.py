@@ -471,14 +471,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             work = tmp / label
             files, groups = write_corpus(texts, work / "corpus", args.file_rows, args.row_group)
             log(f"{label}: {n} chunks in {files} file(s), {groups} row group(s); running the job")
+            profile = args.out / f"scale_profile_{label}" if args.profile and label != "warmup" else None
             with StealMeter() as steal:
                 res = run_job([*base, f"corpus.path={work / 'corpus'}", f"index.dir={work / 'index'}",
-                               *args.overrides], work, args.interval, args.timeout,
-                              profile=args.out / f"scale_profile_{label}" if args.profile and label != "warmup"
-                              else None)
+                               *args.overrides], work, args.interval, args.timeout, profile=profile)
             res.update(files=files, row_groups=groups, steal_share=steal.share)
-            if args.profile and label != "warmup":
-                prof = summarise_profile(args.out / f"scale_profile_{label}")
+            if profile is not None:
+                prof = summarise_profile(profile)
                 print(f"\n{label}: CPU samples per process (py-spy, {PROFILE_HZ} Hz)\n" + profile_table(prof) + "\n")
             m = res["manifest"]
             log(f"{label}: {m.get('status')} in {res['wall']:.1f}s, indexed {m.get('counts', {}).get('indexed')}, "

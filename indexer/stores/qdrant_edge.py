@@ -103,6 +103,8 @@ class EdgeVectorStore(VectorStore):
         """Segments of at most ``SEGMENT_POINTS`` points' dense vectors: the optimizer neither merges
         load segments nor leaves one of them unindexed (Qdrant indexes from 10 MB by default)."""
         s = self.spec
+        # the engine's form (qdrant_common.dense_matrix): a byte per bit for binary, unlike the packed
+        # bits quantize.bytes_per_vector counts
         point_bytes = s.dim * (4 if s.quantization == "none" else 1) + (s.dim if s.rescore else 0)
         kb = max(1, self.SEGMENT_POINTS * point_bytes // 1024)
         return _edge().EdgeOptimizersConfig(max_segment_size=kb, indexing_threshold=min(kb, self.FULL_SCAN_KB),
