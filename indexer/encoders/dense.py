@@ -298,8 +298,6 @@ class DenseModel:
     def _forward(self, feats: dict[str, Any], n: int):
         import torch
 
-        if self.ov is not None:
-            return torch.from_numpy(self.ov(feats["input_ids"].numpy(), feats["attention_mask"].numpy())[:n])
         if self.backend == "cudagraphs":
             torch.compiler.cudagraph_mark_step_begin()
         return self.model(feats)["sentence_embedding"][:n]
@@ -322,25 +320,16 @@ class DenseModel:
         sorted_out: list | None = None
         pos = 0
         with torch.inference_mode():
-            staged = self._stage(ids, batches[0]) if batches else None
-            for k, b in enumerate(batches):
-                feats, ready = staged
-                if self.cuda:
-                    compute = torch.cuda.current_stream(self.device)
-                    compute.wait_event(ready)
-                    for v in feats.values():
-                        if isinstance(v, torch.Tensor):
-                            v.record_stream(compute)
-                outs = post(self._forward(feats, len(b.idx)))
-                if k + 1 < len(batches):
-                    staged = self._stage(ids, batches[k + 1])  # overlaps this batch's compute
+            passes = self._openvino_passes(ids, batches) if self.ov is not None else self._torch_passes(ids, batches)
+            for b, emb, packed in passes:
+                outs = post(emb)
                 if sorted_out is None:
                     sorted_out = [self._alloc((n, *o.shape[1:]), o.dtype, to_host) for o in outs]
                 self._collect(outs, sorted_out, pos, to_host)
                 pos += len(b.idx)
                 real = int(lengths[b.idx].sum())
                 self.real_tokens += real
-                self.padding_tokens += 0 if "cu_seq_lens_q" in feats else b.rows * b.width - real
+                self.padding_tokens += 0 if packed else b.rows * b.width - real
             if sorted_out is None:  # no rows: empty outputs with the right shapes and dtypes
                 outs = post(torch.zeros((0, self.full_dim), device=self.device))
                 return [o.cpu().numpy() for o in outs] if to_host else list(outs)
@@ -356,6 +345,33 @@ class DenseModel:
             inverse = torch.empty_like(torch.from_numpy(order))
             inverse[torch.from_numpy(order)] = torch.arange(n)
             return [s[inverse.to(self.device)] for s in sorted_out]
+
+    def _torch_passes(self, ids: Sequence[np.ndarray], batches: list[ForwardPass]):
+        """``(batch, embeddings, packed)`` per batch, in order; on CUDA the next batch is padded and
+        copied on a side stream while the caller post-processes this one."""
+        import torch
+
+        staged = self._stage(ids, batches[0]) if batches else None
+        for k, b in enumerate(batches):
+            feats, ready = staged
+            if self.cuda:
+                compute = torch.cuda.current_stream(self.device)
+                compute.wait_event(ready)
+                for v in feats.values():
+                    if isinstance(v, torch.Tensor):
+                        v.record_stream(compute)
+            emb = self._forward(feats, len(b.idx))
+            yield b, emb, "cu_seq_lens_q" in feats
+            if k + 1 < len(batches):
+                staged = self._stage(ids, batches[k + 1])  # overlaps this batch's compute
+
+    def _openvino_passes(self, ids: Sequence[np.ndarray], batches: list[ForwardPass]):
+        """The same for the OpenVINO export: every batch runs first, one in flight per stream."""
+        import torch
+
+        padded = (pad_rows([ids[i] for i in b.idx], b.width, b.rows, self.info.pad_id) for b in batches)
+        for b, emb in zip(batches, self.ov.map(padded)):
+            yield b, torch.from_numpy(emb[:len(b.idx)]), False
 
     def _alloc(self, shape, dtype, to_host: bool):
         import torch
