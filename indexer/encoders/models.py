@@ -2,18 +2,44 @@
 
 Weights are only ever loaded inside encoder actors (or by ``search`` for queries); the driver
 only loads tokenizers, which are small.
+
+Loading a tokenizer through transformers costs seconds per process (mostly importing it), and every
+read/tokenize worker, encoder actor and the driver needs one. So the first process to load a
+model's tokenizer saves what the pipeline uses of it (the Rust tokenizer transformers built, as
+``tokenizer.json``, and :class:`TokenizerInfo`'s fields) into a cache keyed by a sha256 of the
+tokenizer's files and the transformers version (:func:`tokenizer_key`); later processes read that.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
+import shutil
+import uuid
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from ..config import PACKAGED_MODEL
+
+log = logging.getLogger(__name__)
+
+
+CACHE_ENV = "INDEXER_CACHE_DIR"
+TOKENIZER_CACHE_FORMAT = 1  # bump when what the cache holds changes
+TOKENIZER_FILES = re.compile(r"token|vocab|merges|spiece|sentencepiece|\.model$|^config\.json$|sentence_bert_config")
+"""Files of a model folder that decide its tokenizer (hashed into :func:`tokenizer_key`)."""
+
+
+def cache_base() -> Path:
+    """``$INDEXER_CACHE_DIR``, else ``~/.cache/indexer``: where exports and tokenizers are cached."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "indexer"
 
 
 class ModelError(RuntimeError):
@@ -69,17 +95,85 @@ def load_tokenizer(model_ref: str):
     from transformers import AutoTokenizer
 
     logging.getLogger("transformers.tokenization_utils_base").setLevel(logging.ERROR)
-    path = resolve_model(model_ref)
-    tok_path = transformer_subdir(path) if os.path.isdir(path) else path
+    tok_path = tokenizer_folder(model_ref)
     try:
         return AutoTokenizer.from_pretrained(tok_path, use_fast=True)
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"can't load the tokenizer of {model_ref!r} from {tok_path}: {e}") from e
 
 
+def tokenizer_folder(model_ref: str) -> str:
+    path = resolve_model(model_ref)
+    return transformer_subdir(path) if os.path.isdir(path) else path
+
+
+def tokenizer_key(folder: str) -> str | None:
+    """sha256 of the tokenizer's files (names and bytes) and the transformers version that builds
+    it; None for a hub name (not a folder: nothing to hash, no cache)."""
+    root = Path(folder)
+    if not root.is_dir():
+        return None
+    h = hashlib.sha256(f"{TOKENIZER_CACHE_FORMAT}:{metadata.version('transformers')}".encode())
+    for f in sorted(x for x in root.iterdir() if x.is_file() and TOKENIZER_FILES.search(x.name)):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _tokenizer_facts(tok) -> dict[str, Any]:
+    """What :func:`tokenizer_info` reads from a transformers tokenizer (JSON-able)."""
+    empty = tok("", add_special_tokens=True)["input_ids"]
+    # Content of "" is empty, so what remains is prefix + suffix; find where content would go.
+    probe = tok("a", add_special_tokens=True)["input_ids"]
+    content = tok("a", add_special_tokens=False)["input_ids"]
+    try:
+        pos = next(i for i in range(len(probe)) if probe[i:i + len(content)] == content)
+    except StopIteration:
+        pos = len(empty)
+    return {"prefix_ids": list(probe[:pos]), "suffix_ids": list(probe[pos + len(content):]),
+            "pad_id": int(tok.pad_token_id if tok.pad_token_id is not None else 0),
+            "special_ids": sorted(set(tok.all_special_ids)), "vocab_size": len(tok),
+            "model_max_length": int(tok.model_max_length) if tok.model_max_length else None}
+
+
+@lru_cache(maxsize=8)
+def cached_tokenizer(model_ref: str) -> tuple[dict[str, Any], Any]:
+    """``(facts, backend)``: :func:`_tokenizer_facts` and the model's Rust tokenizer (``tokenizers.Tokenizer``,
+    None for a tokenizer transformers runs in Python), read from the cache (``<cache_base>/tokenizers/<key>``)
+    without importing transformers, or built by :func:`load_tokenizer` and saved there."""
+    import tokenizers
+
+    folder = tokenizer_folder(model_ref)
+    key = tokenizer_key(folder)
+    entry = cache_base() / "tokenizers" / key if key else None
+    if entry is not None and (entry / "facts.json").exists():
+        facts = json.loads((entry / "facts.json").read_text())
+        backend = entry / "tokenizer.json"
+        return facts, (tokenizers.Tokenizer.from_file(str(backend)) if backend.exists() else None)
+    tok = load_tokenizer(model_ref)
+    facts = _tokenizer_facts(tok)
+    backend = getattr(tok, "_tokenizer", None)
+    if entry is not None:
+        _save_tokenizer(entry, facts, backend)
+    return facts, backend
+
+
+def _save_tokenizer(entry: Path, facts: dict[str, Any], backend) -> None:
+    """Write into a temporary folder and rename it into place (processes saving at once: one wins)."""
+    tmp = entry.with_name(f"{entry.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        tmp.mkdir(parents=True)
+        if backend is not None:
+            backend.save(str(tmp / "tokenizer.json"))
+        (tmp / "facts.json").write_text(json.dumps(facts))
+        tmp.rename(entry)
+    except OSError as e:  # another process saved it first, or the cache is read-only or full
+        log.debug("tokenizer cache not written to %s: %s", entry, e)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @lru_cache(maxsize=8)
 def tokenizer_info(model_ref: str, max_seq_length: int | None = None) -> TokenizerInfo:
-    tok = load_tokenizer(model_ref)
+    facts, _ = cached_tokenizer(model_ref)
     path = resolve_model(model_ref)
     limit = max_seq_length
     if limit is None and os.path.isdir(path):
@@ -89,20 +183,12 @@ def tokenizer_info(model_ref: str, max_seq_length: int | None = None) -> Tokeniz
                 if limit:
                     break
     if not limit:
-        limit = tok.model_max_length if tok.model_max_length and tok.model_max_length < 100_000 else 512
-    empty = tok("", add_special_tokens=True)["input_ids"]
-    # Content of "" is empty, so what remains is prefix + suffix; find where content would go.
-    probe = tok("a", add_special_tokens=True)["input_ids"]
-    content = tok("a", add_special_tokens=False)["input_ids"]
-    try:
-        pos = next(i for i in range(len(probe)) if probe[i:i + len(content)] == content)
-    except StopIteration:
-        pos = len(empty)
-    prefix, suffix = tuple(probe[:pos]), tuple(probe[pos + len(content):])
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        mml = facts["model_max_length"]
+        limit = mml if mml and mml < 100_000 else 512
     return TokenizerInfo(
-        path=path, max_seq_length=int(limit), prefix_ids=prefix, suffix_ids=suffix, pad_id=int(pad),
-        special_ids=tuple(sorted(set(tok.all_special_ids))), vocab_size=len(tok),
+        path=path, max_seq_length=int(limit), prefix_ids=tuple(facts["prefix_ids"]),
+        suffix_ids=tuple(facts["suffix_ids"]), pad_id=facts["pad_id"], special_ids=tuple(facts["special_ids"]),
+        vocab_size=facts["vocab_size"],
     )
 
 

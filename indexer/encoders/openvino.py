@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 OV_PRECISIONS = ("fp32", "bf16", "int8")
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 EXPORT_FORMAT = 1  # bump when the exported graph changes, so old cache entries are not reused
-CACHE_ENV = "INDEXER_CACHE_DIR"
 CALIBRATION_TEXTS = 300
 """Corpus texts NNCF calibrates int8 activations on."""
 INT8_SEQ_LENGTH = 256
@@ -103,9 +102,9 @@ def cache_root(configured: str | None = None) -> Path:
     """``dense.cache_dir``, else ``$INDEXER_CACHE_DIR/openvino``, else ``~/.cache/indexer/openvino``."""
     if configured:
         return Path(configured).expanduser()
-    env = os.environ.get(CACHE_ENV)
-    base = Path(env).expanduser() if env else Path.home() / ".cache" / "indexer"
-    return base / "openvino"
+    from .models import cache_base
+
+    return cache_base() / "openvino"
 
 
 def model_folder(model_path: str) -> Path:

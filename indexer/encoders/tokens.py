@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 
 from .. import schema
-from .models import load_tokenizer, tokenizer_info
+from .models import cached_tokenizer, load_tokenizer, tokenizer_info
 
 
 def document_texts(batch: dict[str, np.ndarray], prefix: str = "") -> list[str]:
@@ -27,7 +27,7 @@ def document_texts(batch: dict[str, np.ndarray], prefix: str = "") -> list[str]:
 def _fast_backend(model_ref: str):
     """The model's Rust tokenizer with truncation and padding off, when it has
     ``encode_batch_fast`` (no offsets: about 20% more tokens/s per core); else None."""
-    backend = getattr(load_tokenizer(model_ref), "_tokenizer", None)
+    _, backend = cached_tokenizer(model_ref)
     if backend is None or not hasattr(backend, "encode_batch_fast"):
         return None
     backend = copy.deepcopy(backend)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import schema
 from ..config import ConfigError, JobConfig, Quantization, SparseKind
-from ..encoders.models import embedding_dim, load_tokenizer, tokenizer_info
+from ..encoders.models import embedding_dim, tokenizer_info
 from ..layout import Layout, new_run_id, read_version, version_name, version_number
 from ..quantize import calibrate
 from ..schema import VectorSpec
@@ -118,15 +118,14 @@ BM25_SAMPLE_ROWS = 2000
 
 def bm25_params(cfg: JobConfig, sample: dict[str, np.ndarray]) -> dict[str, Any]:
     from ..encoders.sparse import average_length
-    from ..encoders.tokens import document_texts
+    from ..encoders.tokens import content_ids, document_texts
 
     info = tokenizer_info(cfg.dense.model, cfg.dense.max_seq_length)
     avg = cfg.sparse.avg_len
     if avg is None:
         # A corpus without one valid row (every row rejected) has no lengths to average.
         texts = document_texts(sample, cfg.dense.document_prefix) if sample and len(sample[schema.ID]) else [""]
-        tok = load_tokenizer(cfg.dense.model)
-        avg = max(1.0, average_length(tok(texts, add_special_tokens=False)["input_ids"]))
+        avg = max(1.0, average_length(content_ids(texts, cfg.dense.model)))
     return {"k1": cfg.sparse.k1, "b": cfg.sparse.b, "avg_len": float(avg), "special_ids": list(info.special_ids)}
 
 
@@ -141,7 +140,7 @@ def export_texts(cfg: JobConfig, corpus: CorpusPlan, placement: EncodePlacement)
     """Corpus texts an int8 OpenVINO export calibrates on (a seeded sample of valid rows, read on the
     driver); None unless CPU encoders may run OpenVINO int8."""
     from ..encoders.openvino import CALIBRATION_TEXTS
-    from ..encoders.tokens import document_texts
+    from ..encoders.tokens import content_ids, document_texts
 
     d = cfg.dense
     if placement.device != "cpu" or d.precision != "int8" or d.backend not in ("auto", "openvino"):
