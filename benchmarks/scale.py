@@ -26,7 +26,9 @@ Reported per N, from the manifest the CLI prints: job wall time (``outside_run_s
 the manifest's own ``seconds``: interpreter start, imports, Ray shutdown), end-to-end rows/s
 (N / job wall, and N / ``stages.pipeline.seconds``, the Ray graph's own span), per-stage rows, rows/s,
 busy seconds and busy share (busy / job wall; parallel tasks can make it exceed 1), counts indexed,
-the dense backend chosen, peak PSS; and the bare reference: ``SentenceTransformer(tiny, device="cpu").encode(texts,
+the dense backend chosen, peak PSS (when it was reached, and its parts: heap ``anon``, mapped
+``file`` pages, ``shmem``, the object store's pages; per process in ``runs[].peak_pss_parts_mb``); and
+the bare reference: ``SentenceTransformer(tiny, device="cpu").encode(texts,
 normalize_embeddings=True)`` of the same N texts with ``torch.set_num_threads(os.cpu_count())``,
 timed after the load (fastest of ``--bare-repeat`` passes). ``steal_job`` / ``steal_bare``: the share
 of CPU time the hypervisor stole meanwhile (a shared VM's noise: compare runs with low shares).
@@ -111,12 +113,33 @@ class StealMeter:
 
 # -- the job, with its memory sampled -------------------------------------------------------
 
+PSS_PARTS = ("Pss_Anon", "Pss_File", "Pss_Shmem")
+"""The parts of a process's PSS in ``smaps_rollup``: its own heap, mapped files, shared memory (Ray's
+object store is a shared-memory file)."""
+
+
+def pss_parts(pid: int) -> dict[str, int]:
+    """``Pss`` and :data:`PSS_PARTS` of a process, in bytes (empty where ``smaps_rollup`` can't be read)."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return {}
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        if key == "Pss" or key in PSS_PARTS:
+            out[key] = int(rest.split()[0]) * 1024
+    return out
+
+
 def tree_pss(root_pid: int, seen: dict[tuple[int, float], str],
-             cpu: dict[tuple[int, float], float] | None = None) -> tuple[int, int, dict[str, int]]:
+             cpu: dict[tuple[int, float], float] | None = None,
+             parts: dict[str, dict[str, int]] | None = None) -> tuple[int, int, dict[str, int]]:
     """Summed PSS (bytes) of ``root_pid`` and its descendants, how many processes were read, and PSS
     per process name; records every process met in ``seen`` ((pid, create time) -> latest name).
     Names are read every time: a Ray worker starts as ``setup_worker.py`` and renames itself.
-    ``cpu`` gets each process's CPU seconds so far (user + system)."""
+    ``cpu`` gets each process's CPU seconds so far (user + system); ``parts`` gets, per process
+    name, the summed :data:`PSS_PARTS` (heap, files, object store)."""
     import psutil
 
     try:
@@ -127,7 +150,8 @@ def tree_pss(root_pid: int, seen: dict[tuple[int, float], str],
     total, count, by_name = 0, 0, {}
     for p in procs:
         try:
-            pss = p.memory_full_info().pss
+            split = pss_parts(p.pid)
+            pss = split["Pss"] if "Pss" in split else p.memory_full_info().pss
             name = proc_name(p)
             key = (p.pid, p.create_time())
             if cpu is not None:
@@ -139,6 +163,10 @@ def tree_pss(root_pid: int, seen: dict[tuple[int, float], str],
         count += 1
         total += pss
         by_name[name] = by_name.get(name, 0) + pss
+        if parts is not None:
+            acc = parts.setdefault(name, dict.fromkeys(PSS_PARTS, 0))
+            for k in PSS_PARTS:
+                acc[k] += split.get(k, 0)
     return total, count, by_name
 
 
@@ -177,21 +205,22 @@ def run_job(overrides: list[str], work: Path, interval: float, timeout: float,
     seen: dict[tuple[int, float], str] = {}
     cpu: dict[tuple[int, float], float] = {}
     samples: list[tuple[float, float, int]] = []  # (seconds since start, PSS MiB, processes)
-    peak, peak_by_name = 0, {}
+    peak, peak_by_name, peak_split, peak_at = 0, {}, {}, 0.0
     spies = Spies(profile) if profile is not None else None
     with open(out_path, "w") as out, open(err_path, "w") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
         try:
             while True:
-                total, count, by_name = tree_pss(proc.pid, seen, cpu)
+                split: dict[str, dict[str, int]] = {}
+                total, count, by_name = tree_pss(proc.pid, seen, cpu, split)
                 if spies is not None:
                     spies.attach(seen)
                 now = time.perf_counter() - t0
                 if total:
                     samples.append((round(now, 2), round(total / 2 ** 20, 1), count))
                     if total > peak:
-                        peak, peak_by_name = total, by_name
+                        peak, peak_by_name, peak_split, peak_at = total, by_name, split, now
                 try:
                     proc.wait(timeout=max(0.0, interval - (time.perf_counter() - t0 - now)))
                     break
@@ -215,7 +244,17 @@ def run_job(overrides: list[str], work: Path, interval: float, timeout: float,
             "peak_pss_mb": round(peak / 2 ** 20, 1),
             "peak_pss_by_process_mb": {k: round(v / 2 ** 20, 1) for k, v in
                                        sorted(peak_by_name.items(), key=lambda kv: -kv[1])},
+            "peak_at_s": round(peak_at, 1), "peak_pss_parts_mb": parts_table(peak_split),
             "processes_seen": len(seen), "lingering": lingering, "cpu_s_by_process": cpu_by_name(seen, cpu)}
+
+
+def parts_table(split: dict[str, dict[str, int]]) -> dict[str, dict[str, float]]:
+    """Per process name, :data:`PSS_PARTS` in MiB as ``anon`` / ``file`` / ``shmem``, largest first,
+    with their ``total`` over all processes."""
+    mib = {name: {k.removeprefix("Pss_").lower(): round(v / 2 ** 20, 1) for k, v in parts.items()}
+           for name, parts in sorted(split.items(), key=lambda kv: -sum(kv[1].values()))}
+    total = {k: round(sum(p[k] for p in mib.values()), 1) for k in ("anon", "file", "shmem")}
+    return {"total": total, **mib}
 
 
 def cpu_by_name(seen: dict[tuple[int, float], str], cpu: dict[tuple[int, float], float]) -> dict[str, float]:
@@ -514,7 +553,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "pipeline_rows_per_s": round(n / pipe_s, 1) if pipe_s else None,
                 "bare_s": bare["seconds"], "bare_rows_per_s": bare["rows_per_s"],
                 "job_vs_bare": round(job_rps / bare["rows_per_s"], 3),
-                "peak_pss_mb": res["peak_pss_mb"], "dense": dense_setting(m),
+                "peak_pss_mb": res["peak_pss_mb"], "peak_at_s": res["peak_at_s"],
+                **{f"peak_{k}_mb": v for k, v in res["peak_pss_parts_mb"].get("total", {}).items()},
+                "dense": dense_setting(m),
                 "steal_job": res["steal_share"], "steal_bare": bare["steal_share"],
             })
             stages += stage_rows(n, m, wall)
@@ -522,6 +563,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          "returncode": res["returncode"],
                          "manifest": m, "bare": bare, "pss_samples": res["samples"],
                          "peak_pss_by_process_mb": res["peak_pss_by_process_mb"],
+                         "peak_at_s": res["peak_at_s"], "peak_pss_parts_mb": res["peak_pss_parts_mb"],
                          "cpu_s_by_process": res["cpu_s_by_process"],
                          "processes_seen": res["processes_seen"], "lingering_processes": res["lingering"]})
             if res["lingering"]:

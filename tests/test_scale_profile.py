@@ -34,3 +34,20 @@ def test_profile_folder_rows_carry_roles_busiest_first(tmp_path):
     assert [(r["pid"], r["role"], r["samples"]) for r in rows] == [(12, "ray::MapWorker(MapBatches(Encode))", 7),
                                                                    (11, "ray::IDLE", 3)]
     assert json.loads((tmp_path / "summary.json").read_text()) == rows
+
+
+def test_pss_parts_split_a_process_and_add_up_per_name():
+    import os
+
+    from benchmarks.scale import PSS_PARTS, parts_table, pss_parts
+
+    parts = pss_parts(os.getpid())
+    assert parts["Pss"] > 0 and set(PSS_PARTS) <= parts.keys()
+    assert sum(parts[k] for k in PSS_PARTS) == parts["Pss"]  # the kernel's Pss is exactly its three parts
+    assert pss_parts(-1) == {}
+    mib = 2 ** 20
+    table = parts_table({"ray::Write": {"Pss_Anon": 3 * mib, "Pss_File": mib, "Pss_Shmem": 8 * mib},
+                         "raylet": {"Pss_Anon": mib, "Pss_File": 0, "Pss_Shmem": 0}})
+    assert list(table) == ["total", "ray::Write", "raylet"]
+    assert table["total"] == {"anon": 4.0, "file": 1.0, "shmem": 8.0}
+    assert table["ray::Write"] == {"anon": 3.0, "file": 1.0, "shmem": 8.0}
