@@ -188,8 +188,7 @@ class StoreDatasink(Datasink):
             label = label_of[ref]
             self.counts[label] = ray.get(ref)
             self.finalize_seconds[label] = round(time.perf_counter() - t0, 3)
-        for label in finishing:
-            writer = self._writers[label]
+            writer = self._writers[label]  # done: its memory goes now, not when the slowest store is done
             ray.get(writer.close.remote())
             ray.kill(writer)
 
