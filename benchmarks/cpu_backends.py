@@ -14,14 +14,18 @@ batch of 256 texts, the same threads, timed after the same 32-text warm-up as th
 ONNX export is ``export_s``, its model load is in ``fastembed.load_s``) is skipped, with a line
 saying so, when that venv is missing. Cosines are against the torch fp32 vectors; dense
 nDCG@10 (when the dataset has qrels) ranks the whole corpus by exact cosine with torch fp32 query
-vectors, as ``indexer search`` encodes queries. Prints a markdown table and writes
+vectors, as ``indexer search`` encodes queries. ``--busy-share S`` runs every encode beside one
+process that keeps one core busy a share S of each 10 ms (what a read, tokenize or write task does to
+an encoder in a run on a small node). Prints a markdown table and writes
 ``benchmarks/results/cpu_backends.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import multiprocessing
 import os
 import random
 import sys
@@ -102,6 +106,30 @@ def load_qrels(dataset: str, split: str) -> tuple[dict[str, str], dict[str, dict
     return queries, qrels
 
 
+def _burn(stop, share: float) -> None:
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.01 * share:
+            pass
+        time.sleep(0.01 * (1.0 - share))
+
+
+@contextlib.contextmanager
+def busy(share: float):
+    """Meanwhile, one process keeps one core busy ``share`` of the time (nothing when 0)."""
+    if share <= 0:
+        yield
+        return
+    stop = multiprocessing.Event()
+    proc = multiprocessing.Process(target=_burn, args=(stop, share), daemon=True)
+    proc.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        proc.join(timeout=5)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="scifact")
@@ -110,6 +138,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch-tokens", type=int, default=4096)
     ap.add_argument("--fastembed-batch-size", type=int, default=BATCH_SIZE, help="texts per fastembed batch")
+    ap.add_argument("--busy-share", type=float, default=0.0,
+                    help="share of one core another process keeps busy during the encodes (0: none)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -130,20 +160,21 @@ def main() -> None:
         qv = qm.encode_texts([queries[k] for k in qids]).numpy()
         qvecs = dict(zip(qids, qv))
 
-    try:  # first: a broken fastembed venv fails before the long encodes, not after
-        fe_vecs, fe_info = fastembed_run(texts, args.threads, args.fastembed_batch_size, warmup=32)
-    except FastembedUnavailable as e:
-        print(e)
-        fe_vecs, fe_info = None, {"skipped": str(e)}
+    with busy(args.busy_share):
+        try:  # first: a broken fastembed venv fails before the long encodes, not after
+            fe_vecs, fe_info = fastembed_run(texts, args.threads, args.fastembed_batch_size, warmup=32)
+        except FastembedUnavailable as e:
+            print(e)
+            fe_vecs, fe_info = None, {"skipped": str(e)}
 
+        with tempfile.TemporaryDirectory() as cache:
+            settings = [("torch", "auto"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
+            results = {}
+            for backend, precision in settings:
+                results[(backend, precision)] = stage_encode(texts, ids, args.threads, args.batch_tokens, backend,
+                                                             precision, cache)
+            bare_vecs, bare_s = bare_encode(texts, args.threads)
     rows, ref = [], None
-    with tempfile.TemporaryDirectory() as cache:
-        settings = [("torch", "auto"), ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8")]
-        results = {}
-        for backend, precision in settings:
-            results[(backend, precision)] = stage_encode(texts, ids, args.threads, args.batch_tokens, backend,
-                                                         precision, cache)
-        bare_vecs, bare_s = bare_encode(texts, args.threads)
     ref = results[("torch", "auto")][0]
 
     def row(name: str, vecs: np.ndarray, seconds: float, export: float) -> dict:
@@ -164,6 +195,7 @@ def main() -> None:
         rows.append(row(name, vecs, seconds, export))
     print(markdown_table(rows, list(rows[0])))
     info = {"docs": len(texts), "threads": args.threads, "batch_tokens": args.batch_tokens,
+            "busy_share": args.busy_share,
             "native_bf16": native_bf16(cpu_flags()), "machine": machine(), "dataset": args.dataset,
             "split": args.split if qvecs else None, "fastembed": fe_info}
     path = write_result("cpu_backends", {"rows": rows, **info}, args.out)
