@@ -231,7 +231,7 @@ def ensure_export(model_path: str, precision: str, root: Path, calibration_ids: 
 # -- inference -------------------------------------------------------------------------------
 
 class OpenVINOEncoder:
-    """A compiled export: ``(input_ids, attention_mask)`` int64 arrays -> float32 embeddings.
+    """A compiled export: batches of ``(input_ids, attention_mask)`` int64 arrays -> float32 embeddings (:meth:`map`).
 
     Inference precision is bf16 only for the bf16 setting (f32 for fp32 and for the layers int8
     leaves unquantized); ``threads`` sets ``INFERENCE_NUM_THREADS`` (the actor's CPUs). Compiled
@@ -249,12 +249,8 @@ class OpenVINOEncoder:
         self.precision = precision
         self.compiled = ov.Core().compile_model(str(xml), "CPU", config)
         self.requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        self.streams = int(self.compiled.get_property("NUM_STREAMS"))
         self.queue = ov.AsyncInferQueue(self.compiled, self.requests)
         self.dim = int(self.compiled.outputs[0].get_partial_shape()[1].get_length())
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.map([(input_ids, attention_mask)])[0]
 
     def map(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """Embeddings of each ``(input_ids, attention_mask)`` batch, in order. ``batches`` is read

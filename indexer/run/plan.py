@@ -140,7 +140,7 @@ def export_texts(cfg: JobConfig, corpus: CorpusPlan, placement: EncodePlacement)
     """Corpus texts an int8 OpenVINO export calibrates on (a seeded sample of valid rows, read on the
     driver); None unless CPU encoders may run OpenVINO int8."""
     from ..encoders.openvino import CALIBRATION_TEXTS
-    from ..encoders.tokens import content_ids, document_texts
+    from ..encoders.tokens import document_texts
 
     d = cfg.dense
     if placement.device != "cpu" or d.precision != "int8" or d.backend not in ("auto", "openvino"):
